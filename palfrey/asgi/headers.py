@@ -1,0 +1,78 @@
+"""Response header validation and the headers the server adds itself."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterable
+from email.utils import formatdate
+from typing import Any
+
+import attrs
+
+# RFC 9110 §5.1 (field-name is a token) and §5.5 (no CR, LF or NUL in values).
+_TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\0]")
+
+
+def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
+    """Check application-supplied headers; return them as lower-cased byte pairs.
+
+    Raises ``TypeError`` for non-bytes names or values and ``ValueError`` for
+    names that are not tokens or values that could split a header.
+    """
+    headers = []
+    for item in raw:
+        try:
+            name, value = item
+        except (TypeError, ValueError):
+            raise TypeError(f"each header must be a (name, value) pair, got {item!r}") from None
+        if type(name) is not bytes or type(value) is not bytes:
+            raise TypeError(f"header names and values must be bytes, got {item!r}")
+        if not _TOKEN.match(name):
+            raise ValueError(f"invalid header name {name!r}")
+        if _FORBIDDEN_IN_VALUE.search(value):
+            raise ValueError(f"invalid header value for {name!r}: CR, LF and NUL are not allowed")
+        headers.append((name.lower(), value))
+    return headers
+
+
+@attrs.define(slots=True)
+class DefaultHeaders:
+    """``server``, ``date`` and ``--header`` values, rebuilt at most once a second."""
+
+    server_header: bool = True
+    date_header: bool = True
+    extra: list[tuple[bytes, bytes]] = attrs.Factory(list)
+    _second: int = -1
+    _cached: list[tuple[bytes, bytes]] = attrs.Factory(list)
+
+    def current(self) -> list[tuple[bytes, bytes]]:
+        """The defaults for a response sent now; callers must not mutate the list."""
+        now = int(time.time())
+        if now != self._second:
+            headers = []
+            if self.server_header:
+                headers.append((b"server", b"palfrey"))
+            if self.date_header:
+                headers.append((b"date", formatdate(now, usegmt=True).encode("ascii")))
+            headers.extend(self.extra)
+            self._cached = headers
+            self._second = now
+        return self._cached
+
+    def merge(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """Append each default the application did not set itself."""
+        defaults = self.current()
+        if not defaults:
+            return headers
+        names = {name for name, _ in headers}
+        return headers + [pair for pair in defaults if pair[0] not in names]
+
+
+def header_value(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
+    """The first value of ``name`` (lower-case) or None."""
+    for key, value in headers:
+        if key == name:
+            return value
+    return None

@@ -1,0 +1,209 @@
+"""One HTTP request/response cycle seen from the application (ASGI ``http`` scope).
+
+The cycle owns the ASGI rules — message order and types, 500 on failure,
+``http.disconnect`` — and nothing about the wire. Each HTTP version supplies
+an :class:`HTTPStream`, so HTTP/1.1, HTTP/2 and HTTP/3 share this code.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from palfrey.asgi.errors import ClientDisconnected
+from palfrey.asgi.headers import DefaultHeaders, validate_headers
+from palfrey.asgi.types import ASGIApp, Message
+from palfrey.protocols.events import LocalProtocolError
+
+logger = logging.getLogger("palfrey.error")
+access_logger = logging.getLogger("palfrey.access")
+
+_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
+_ERROR_BODY = b"Internal Server Error"
+
+
+class HTTPStream(Protocol):
+    """What a transport provides for one request.
+
+    ``send_head`` writes the status line, headers and the first body chunk in
+    one go (the bridge holds the head back until the first body message so a
+    small response is one write). Both send methods raise
+    :class:`ClientDisconnected` when the peer is gone and
+    :class:`LocalProtocolError` when the body breaks the framing the headers
+    promised (for example, more bytes than ``content-length``).
+    """
+
+    async def receive_body(self) -> tuple[bytes, bool] | None:
+        """The next body chunk and whether more follows, or None once the client is gone."""
+        ...
+
+    async def wait_disconnected(self) -> None:
+        """Return when the client goes away (only called after the whole body was read)."""
+        ...
+
+    async def send_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
+    ) -> None: ...
+
+    async def send_body(self, body: bytes, end: bool) -> None: ...
+
+
+@attrs.define(slots=True, eq=False)
+class HTTPCycle:
+    """The ``receive``/``send`` pair handed to the application for one request."""
+
+    scope: dict[str, Any]
+    stream: HTTPStream
+    defaults: DefaultHeaders
+    response_started: bool = False
+    response_complete: bool = False
+    head_sent: bool = False
+    disconnected: bool = False
+    #: The connection cannot carry another request (app error or framing error).
+    broken: bool = False
+    status: int = 0
+    bytes_sent: int = 0
+    _headers: list[tuple[bytes, bytes]] = attrs.Factory(list)
+    _body_complete: bool = False
+    _wait_scope: trio.CancelScope | None = None
+
+    async def run(self, app: ASGIApp) -> None:
+        """Call the app and enforce the ASGI rules on what it did.
+
+        Every exception except cancellation is contained here: the client gets
+        a 500 if nothing was sent yet, otherwise the connection is marked
+        broken so the transport closes it.
+        """
+        started = time.perf_counter()
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            self.broken = True
+            logger.debug("Client disconnected while the application was sending")
+        except Exception:
+            logger.exception("Exception in ASGI application")
+            await self._fail()
+        else:
+            if not self.response_started:
+                logger.error("ASGI callable returned without starting a response")
+                await self._fail()
+            elif not self.response_complete:
+                logger.error("ASGI callable returned without completing the response")
+                await self._fail()
+        finally:
+            if self._wait_scope is not None:
+                self._wait_scope.cancel()
+            if access_logger.isEnabledFor(logging.INFO):
+                self._log_access(time.perf_counter() - started)
+
+    async def receive(self) -> Message:
+        if self.disconnected or self.response_complete:
+            return _DISCONNECT
+        if not self._body_complete:
+            chunk = await self.stream.receive_body()
+            if chunk is None:
+                self.disconnected = True
+                return _DISCONNECT
+            body, more = chunk
+            self._body_complete = not more
+            return {"type": "http.request", "body": body, "more_body": more}
+        with trio.CancelScope() as scope:
+            self._wait_scope = scope
+            await self.stream.wait_disconnected()
+            self.disconnected = True
+        self._wait_scope = None
+        return _DISCONNECT
+
+    async def send(self, message: Message) -> None:
+        message_type = message.get("type")
+        if not self.response_started:
+            if message_type != "http.response.start":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.start', got {message_type!r}"
+                )
+            status = message.get("status")
+            if type(status) is not int or not 100 <= status <= 999:
+                raise TypeError(f"'status' must be an int from 100 to 999, got {status!r}")
+            headers = validate_headers(message.get("headers", ()))
+            self.status = status
+            self._headers = self.defaults.merge(headers)
+            self.response_started = True
+            return
+        if self.response_complete:
+            if self.disconnected:
+                raise ClientDisconnected("the client has disconnected")
+            raise RuntimeError(f"Unexpected ASGI message {message_type!r} after the response")
+        if message_type != "http.response.body":
+            raise RuntimeError(f"Expected ASGI message 'http.response.body', got {message_type!r}")
+        body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
+        more = message.get("more_body", False)
+        if type(more) is not bool:
+            raise TypeError(f"'more_body' must be a bool, got {more!r}")
+        if self.disconnected:
+            raise ClientDisconnected("the client has disconnected")
+        await self._write(bytes(body), not more)
+
+    async def _write(self, body: bytes, end: bool) -> None:
+        try:
+            if self.head_sent:
+                await self.stream.send_body(body, end)
+            else:
+                self.head_sent = True
+                await self.stream.send_head(self.status, self._headers, body, end)
+        except ClientDisconnected:
+            self.disconnected = True
+            self.broken = True
+            raise
+        except LocalProtocolError as exc:
+            self.broken = True
+            raise RuntimeError(f"Invalid response body: {exc}") from None
+        self.bytes_sent += len(body)
+        if end:
+            self.response_complete = True
+            if self._wait_scope is not None:
+                self._wait_scope.cancel()
+
+    async def _fail(self) -> None:
+        """Answer 500 if the head is not on the wire yet; either way, end the connection."""
+        self.broken = True
+        if self.head_sent or self.disconnected:
+            return
+        self.status = 500
+        self.head_sent = self.response_started = True
+        headers = self.defaults.merge(
+            [
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(_ERROR_BODY)),
+                (b"connection", b"close"),
+            ]
+        )
+        try:
+            await self.stream.send_head(500, headers, _ERROR_BODY, True)
+        except (ClientDisconnected, LocalProtocolError):
+            return
+        self.bytes_sent = len(_ERROR_BODY)
+        self.response_complete = True
+
+    def _log_access(self, duration: float) -> None:
+        scope = self.scope
+        client = scope.get("client")
+        address = f"{client[0]}:{client[1]}" if client else "-"
+        path = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            path += "?" + scope["query_string"].decode("latin-1")
+        access_logger.info(
+            '%s - "%s %s HTTP/%s" %d %d %.1fms',
+            address,
+            scope.get("method", "GET"),
+            path,
+            scope["http_version"],
+            self.status,
+            self.bytes_sent,
+            duration * 1000,
+        )

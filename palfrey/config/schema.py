@@ -1,0 +1,365 @@
+"""The one place every Palfrey option is declared.
+
+The CLI flags, the TOML keys, the ``PALFREY_*`` environment variables and the
+configuration reference in ``docs/`` are all derived from the fields of
+:class:`Config`, so an option cannot exist in one source and not in another.
+Each field carries an :class:`Option` in its attrs metadata describing how it
+is presented to users; the field's type, default and validator are the truth.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+
+@attrs.frozen(slots=True)
+class Option:
+    """How one config field is shown to users (flag, help, value kind)."""
+
+    help: str
+    kind: str = "str"  # str | int | float | bool | list | path
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    negatable: bool = False  # bool flags that also get --no-<name>
+    cli: bool = True  # False for options that only make sense from Python (e.g. an app object)
+    group: str = "general"
+
+
+def _option(
+    default: Any,
+    help: str,
+    *,
+    kind: str = "str",
+    choices: Sequence[str] | None = None,
+    metavar: str | None = None,
+    negatable: bool = False,
+    validator: Callable[..., Any] | None = None,
+    cli: bool = True,
+    group: str = "general",
+) -> Any:
+    validators = []
+    if choices is not None:
+        validators.append(attrs.validators.in_(tuple(choices)))
+    if validator is not None:
+        validators.append(validator)
+    option = Option(
+        help=help,
+        kind=kind,
+        choices=tuple(choices) if choices is not None else None,
+        metavar=metavar,
+        negatable=negatable,
+        cli=cli,
+        group=group,
+    )
+    if isinstance(default, list):
+        return attrs.field(
+            factory=lambda: list(default),
+            metadata={"option": option},
+            validator=validators or None,
+        )
+    return attrs.field(default=default, metadata={"option": option}, validator=validators or None)
+
+
+def _at_least(minimum: float, *, optional: bool = False) -> Callable[..., None]:
+    def check(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise TypeError(f"{attribute.name} must be a number, got {value!r}")
+        if isinstance(value, float) and math.isnan(value):
+            raise ValueError(f"{attribute.name} must be a number, got NaN")
+        if value < minimum:
+            raise ValueError(f"{attribute.name} must be >= {minimum}, got {value!r}")
+
+    return check
+
+
+def _port(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
+        raise ValueError(f"{attribute.name} must be an integer from 0 to 65535, got {value!r}")
+
+
+def _headers(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for item in value:
+        if not isinstance(item, str) or ":" not in item:
+            raise ValueError(f"{attribute.name} entries must look like 'name:value', got {item!r}")
+        name = item.split(":", 1)[0].strip()
+        if not name or any(c in name for c in " \t\r\n") or any(c in item for c in "\r\n\0"):
+            raise ValueError(f"{attribute.name} entry {item!r} is not a valid header")
+
+
+@attrs.define(slots=True, kw_only=True)
+class Config:
+    """Every option Palfrey understands, with its default and validation.
+
+    Field names are the TOML keys; ``--`` plus the name with dashes is the flag;
+    ``PALFREY_`` plus the upper-cased name is the environment variable.
+    """
+
+    app: Any = _option(  # noqa: RUF009 - _option returns an attrs.field
+        None,
+        "The application as 'module:attribute' (or an ASGI/WSGI callable from Python).",
+        metavar="APP",
+        group="app",
+    )
+    factory: bool = _option(
+        False,
+        "Treat APP as a factory: call it with no arguments to get the application.",
+        kind="bool",
+        negatable=True,
+        group="app",
+    )
+    app_dir: str = _option(
+        ".",
+        "Directory prepended to sys.path before importing APP.",
+        kind="path",
+        group="app",
+    )
+    interface: str = _option(
+        "auto",
+        "Application interface; 'auto' detects ASGI3, ASGI2 or WSGI.",
+        choices=("auto", "asgi3", "asgi2", "wsgi"),
+        group="app",
+    )
+    env_file: str | None = _option(
+        None,
+        "A .env file whose variables are loaded into the environment before the app is imported.",
+        kind="path",
+        group="app",
+    )
+
+    host: str = _option("127.0.0.1", "Bind socket to this host.", group="socket")
+    port: int = _option(
+        8000,
+        "Bind socket to this port (0 picks a free port).",
+        kind="int",
+        validator=_port,
+        group="socket",
+    )
+    uds: str | None = _option(
+        None, "Bind to a UNIX domain socket at this path.", kind="path", group="socket"
+    )
+    fd: int | None = _option(
+        None,
+        "Serve on an already-bound socket with this file descriptor.",
+        kind="int",
+        validator=_at_least(0, optional=True),
+        group="socket",
+    )
+    backlog: int = _option(
+        2048,
+        "Maximum number of pending connections in the listen queue.",
+        kind="int",
+        validator=_at_least(1),
+        group="socket",
+    )
+
+    http: str = _option(
+        "auto",
+        "HTTP/1.1 implementation: 'auto' uses httptools when installed, else h11.",
+        choices=("auto", "h11", "httptools"),
+        group="http",
+    )
+    h11_max_incomplete_event_size: int = _option(
+        16 * 1024,
+        "Largest request head (request line and headers) in bytes; larger heads get 431.",
+        kind="int",
+        validator=_at_least(1024),
+        group="http",
+    )
+    limit_request_body: int | None = _option(
+        None,
+        "Largest request body in bytes; larger bodies get 413. Off by default.",
+        kind="int",
+        validator=_at_least(0, optional=True),
+        group="http",
+    )
+    root_path: str = _option(
+        "", "ASGI root_path for apps mounted below a URL prefix.", group="http"
+    )
+    proxy_headers: bool = _option(
+        True,
+        "Trust X-Forwarded-For/X-Forwarded-Proto from --forwarded-allow-ips"
+        " to set client and scheme.",
+        kind="bool",
+        negatable=True,
+        group="http",
+    )
+    forwarded_allow_ips: str = _option(
+        "127.0.0.1",
+        "Comma-separated IPs/networks trusted for proxy headers, or '*' for all.",
+        group="http",
+    )
+    server_header: bool = _option(
+        True, "Send a 'server: palfrey' response header.", kind="bool", negatable=True, group="http"
+    )
+    date_header: bool = _option(
+        True, "Send a 'date' response header.", kind="bool", negatable=True, group="http"
+    )
+    header: list[str] = _option(  # noqa: RUF009 - _option returns an attrs.field
+        [],
+        "Extra response header 'name:value'; repeat the flag for several.",
+        kind="list",
+        metavar="NAME:VALUE",
+        validator=_headers,
+        group="http",
+    )
+
+    ws: str = _option(
+        "auto",
+        "WebSocket implementation; 'none' serves upgrade requests as plain HTTP.",
+        choices=("auto", "none", "wsproto"),
+        group="websocket",
+    )
+    ws_max_size: int = _option(
+        16 * 1024 * 1024,
+        "Largest WebSocket message in bytes (close 1009).",
+        kind="int",
+        validator=_at_least(1),
+        group="websocket",
+    )
+    ws_max_queue: int = _option(
+        32,
+        "Inbound WebSocket messages buffered before reading pauses.",
+        kind="int",
+        validator=_at_least(1),
+        group="websocket",
+    )
+    ws_ping_interval: float | None = _option(
+        20.0,
+        "Seconds between server pings; 0 disables.",
+        kind="float",
+        validator=_at_least(0, optional=True),
+        group="websocket",
+    )
+    ws_ping_timeout: float | None = _option(
+        20.0,
+        "Seconds to wait for a pong before closing with 1011.",
+        kind="float",
+        validator=_at_least(0, optional=True),
+        group="websocket",
+    )
+    ws_per_message_deflate: bool = _option(
+        True,
+        "Negotiate permessage-deflate (RFC 7692).",
+        kind="bool",
+        negatable=True,
+        group="websocket",
+    )
+
+    lifespan: str = _option(
+        "auto",
+        "Lifespan protocol: 'on' requires it, 'auto' uses it if the app supports it.",
+        choices=("auto", "on", "off"),
+        group="lifespan",
+    )
+    timeout_lifespan: float = _option(
+        60.0,
+        "Seconds allowed for lifespan startup and for lifespan shutdown.",
+        kind="float",
+        validator=_at_least(0),
+        group="lifespan",
+    )
+
+    limit_concurrency: int | None = _option(
+        None,
+        "Most requests served at once; above it new requests get 503.",
+        kind="int",
+        validator=_at_least(1, optional=True),
+        group="limits",
+    )
+    limit_max_requests: int | None = _option(
+        None,
+        "Shut down gracefully after this many requests.",
+        kind="int",
+        validator=_at_least(1, optional=True),
+        group="limits",
+    )
+    limit_max_requests_jitter: int = _option(
+        0,
+        "Random extra requests (0..N) added to --limit-max-requests.",
+        kind="int",
+        validator=_at_least(0),
+        group="limits",
+    )
+
+    timeout_keep_alive: float = _option(
+        5.0,
+        "Close idle keep-alive connections after this many seconds.",
+        kind="float",
+        validator=_at_least(0),
+        group="timeouts",
+    )
+    timeout_request_header: float = _option(
+        10.0,
+        "Seconds allowed to receive a complete request head (408 if partial).",
+        kind="float",
+        validator=_at_least(0),
+        group="timeouts",
+    )
+    timeout_graceful_shutdown: float = _option(
+        30.0,
+        "Seconds in-flight requests get to finish on shutdown before they are cancelled.",
+        kind="float",
+        validator=_at_least(0),
+        group="timeouts",
+    )
+    timeout_tls_handshake: float = _option(
+        10.0,
+        "Seconds allowed for a TLS handshake.",
+        kind="float",
+        validator=_at_least(0),
+        group="timeouts",
+    )
+
+    ssl_certfile: str | None = _option(
+        None, "TLS certificate file (PEM).", kind="path", group="tls"
+    )
+    ssl_keyfile: str | None = _option(None, "TLS private key file (PEM).", kind="path", group="tls")
+    ssl_keyfile_password: str | None = _option(
+        None, "Password for the TLS private key.", group="tls"
+    )
+    ssl_ca_certs: str | None = _option(
+        None, "CA certificates file for client verification.", kind="path", group="tls"
+    )
+    ssl_cert_reqs: int = _option(
+        0,
+        "Client certificate requirement (0 none, 1 optional, 2 required).",
+        kind="int",
+        choices=None,
+        validator=attrs.validators.in_((0, 1, 2)),
+        group="tls",
+    )
+    ssl_ciphers: str = _option("TLSv1", "TLS ciphers (OpenSSL cipher list).", group="tls")
+
+    log_level: str = _option("info", "Log level.", choices=LOG_LEVELS, group="logging")
+    access_log: bool = _option(
+        True,
+        "Log one line per request on the 'palfrey.access' logger.",
+        kind="bool",
+        negatable=True,
+        group="logging",
+    )
+
+    @property
+    def is_ssl(self) -> bool:
+        return self.ssl_certfile is not None
+
+    def extra_headers(self) -> list[tuple[bytes, bytes]]:
+        """The ``--header`` values as lower-cased byte pairs, in the given order."""
+        pairs = []
+        for item in self.header:
+            name, value = item.split(":", 1)
+            pairs.append((name.strip().lower().encode("latin-1"), value.strip().encode("latin-1")))
+        return pairs
+
+
+def options() -> list[tuple[attrs.Attribute[Any], Option]]:
+    """Every field of :class:`Config` with its presentation metadata, in declaration order."""
+    return [(field, field.metadata["option"]) for field in attrs.fields(Config)]

@@ -1,0 +1,40 @@
+"""The contract every HTTP/1.1 handler implements (design seed 001)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from palfrey.protocols.events import ProtocolEvent
+
+
+class ProtocolHandler(Protocol):
+    """Sans-I/O HTTP/1.1 server connection.
+
+    ``receive_data(b"")`` means the peer closed its side (end of file), as
+    with ``socket.recv``. After ``start_new_cycle`` the handler may already
+    hold a pipelined request; ``next_events`` parses it without new input.
+    """
+
+    def receive_data(self, data: bytes) -> list[ProtocolEvent]: ...
+
+    def next_events(self) -> list[ProtocolEvent]: ...
+
+    def send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes: ...
+
+    def send_body(self, data: bytes, more: bool = False) -> bytes: ...
+
+    def send_continue(self) -> bytes: ...
+
+    def start_new_cycle(self) -> None: ...
+
+    @property
+    def keep_alive(self) -> bool: ...
+
+    @property
+    def response_complete(self) -> bool: ...
+
+    @property
+    def request_complete(self) -> bool: ...
+
+    @property
+    def has_pending_input(self) -> bool: ...

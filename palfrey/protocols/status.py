@@ -1,0 +1,46 @@
+"""Reason phrases and the fixed-form responses the server writes on its own.
+
+Some load tools count ``HTTP/1.1 200 `` (empty reason) as a failure, so every
+status line carries the standard phrase (RFC 9110 §15).
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+REASON_PHRASES: dict[int, bytes] = {s.value: s.phrase.encode("ascii") for s in HTTPStatus}
+
+STATUS_LINES: dict[int, bytes] = {
+    code: b"HTTP/1.1 %d %s\r\n" % (code, phrase) for code, phrase in REASON_PHRASES.items()
+}
+
+
+def reason_phrase(status: int) -> bytes:
+    """The standard phrase, or an empty one for codes RFC 9110 does not name."""
+    return REASON_PHRASES.get(status, b"")
+
+
+def status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
+    return line
+
+
+def render_simple_response(
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes = b"",
+    *,
+    close: bool = True,
+) -> bytes:
+    """A complete HTTP/1.1 response with a plain-text body, for errors the server answers itself."""
+    parts = [status_line(status)]
+    parts.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
+    parts.append(b"content-type: text/plain; charset=utf-8\r\n")
+    parts.append(b"content-length: %d\r\n" % len(body))
+    if close:
+        parts.append(b"connection: close\r\n")
+    parts.append(b"\r\n")
+    parts.append(body)
+    return b"".join(parts)

@@ -1,0 +1,1 @@
+"""The server: root nursery, lifespan, listeners, signals and the shutdown sequence."""

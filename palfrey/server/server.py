@@ -1,0 +1,194 @@
+"""The server task: one root nursery that owns lifespan, listeners and connections.
+
+Shutdown — from a signal, ``--limit-max-requests`` or cancellation of
+:func:`serve` — always takes the same path: stop accepting, close idle
+connections, give in-flight requests ``--timeout-graceful-shutdown`` seconds,
+cancel what is left, then run lifespan shutdown.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import ssl
+from functools import partial
+from typing import Any
+
+import trio
+
+from palfrey.asgi.headers import DefaultHeaders
+from palfrey.asgi.interfaces import wrap_app
+from palfrey.asgi.lifespan import Lifespan
+from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
+from palfrey.asgi.types import ASGIApp
+from palfrey.config.schema import Config
+from palfrey.transport.listeners import describe, open_listeners
+from palfrey.transport.state import ServerState
+from palfrey.transport.tcp import handle_connection
+from palfrey.transport.tls import create_ssl_context
+
+logger = logging.getLogger("palfrey.error")
+
+
+class Server:
+    """One serving run of an ASGI 3 app with a validated :class:`Config`."""
+
+    def __init__(self, app: ASGIApp, config: Config) -> None:
+        self.config = config
+        if config.proxy_headers:
+            app = ProxyHeadersMiddleware(app, config.forwarded_allow_ips)
+        max_requests = config.limit_max_requests
+        if max_requests is not None and config.limit_max_requests_jitter:
+            max_requests += random.randint(0, config.limit_max_requests_jitter)
+        self.state = ServerState(
+            app=app,
+            config=config,
+            defaults=DefaultHeaders(
+                server_header=config.server_header,
+                date_header=config.date_header,
+                extra=config.extra_headers(),
+            ),
+            limiter=(
+                trio.CapacityLimiter(config.limit_concurrency)
+                if config.limit_concurrency is not None
+                else None
+            ),
+            max_requests=max_requests,
+        )
+        self.forced = False
+        self._startup_scope: trio.CancelScope | None = None
+        self._root_scope: trio.CancelScope | None = None
+
+    def request_shutdown(self) -> None:
+        """Start a graceful shutdown; safe to call at any time, any number of times."""
+        self.state.request_shutdown()
+        if self._startup_scope is not None:
+            self._startup_scope.cancel()
+
+    def force_exit(self) -> None:
+        """Cancel everything now, skipping the graceful wait and lifespan shutdown."""
+        self.forced = True
+        self.request_shutdown()
+        if self._root_scope is not None:
+            self._root_scope.cancel()
+
+    async def serve(
+        self,
+        *,
+        handle_signals: bool = False,
+        task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve until shut down; cancelling the caller's scope shuts down gracefully.
+
+        The server runs shielded so that cancellation from outside only
+        *requests* the shutdown; the shutdown itself is bounded by the
+        graceful timeout and the lifespan timeout.
+        """
+        async with trio.open_nursery() as guard:
+            guard.start_soon(self._shutdown_when_cancelled)
+            with trio.CancelScope(shield=True):
+                await self._run(handle_signals, task_status)
+            guard.cancel_scope.cancel()
+
+    async def _shutdown_when_cancelled(self) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.request_shutdown()
+
+    async def _run(self, handle_signals: bool, task_status: trio.TaskStatus[list[str]]) -> None:
+        config = self.config
+        state = self.state
+        async with trio.open_nursery() as root:
+            self._root_scope = root.cancel_scope
+            if handle_signals:
+                root.start_soon(self._watch_signals)
+            lifespan = Lifespan(
+                state.app,
+                mode=config.lifespan,
+                timeout=config.timeout_lifespan,
+                state=state.lifespan_state,
+            )
+            with trio.CancelScope() as startup_scope:
+                self._startup_scope = startup_scope
+                if state.shutdown_requested.is_set():
+                    startup_scope.cancel()
+                await lifespan.startup(root)
+            self._startup_scope = None
+            if startup_scope.cancelled_caught:
+                root.cancel_scope.cancel()
+                return
+            listeners = await open_listeners(config)
+            ssl_context = self._ssl_context()
+            async with trio.open_nursery() as connections:
+                listening = trio.CancelScope()
+                connections.start_soon(self._accept, listening, listeners, connections, ssl_context)
+                addresses = [
+                    describe(listener, tls=ssl_context is not None) for listener in listeners
+                ]
+                self._announce(addresses)
+                task_status.started(addresses)
+                await state.shutdown_requested.wait()
+                logger.info("Shutting down")
+                listening.cancel()
+                state.begin_shutdown()
+                connections.cancel_scope.deadline = (
+                    trio.current_time() + config.timeout_graceful_shutdown
+                )
+            if connections.cancel_scope.cancelled_caught:
+                logger.warning(
+                    "Cancelled in-flight requests after the %ss graceful shutdown timeout",
+                    config.timeout_graceful_shutdown,
+                )
+            await lifespan.shutdown()
+            root.cancel_scope.cancel()
+        logger.info("Finished server process [%d]", os.getpid())
+
+    async def _accept(
+        self,
+        listening: trio.CancelScope,
+        listeners: list[trio.SocketListener],
+        connections: trio.Nursery,
+        ssl_context: ssl.SSLContext | None,
+    ) -> None:
+        handler = partial(handle_connection, state=self.state, ssl_context=ssl_context)
+        with listening:
+            await trio.serve_listeners(handler, listeners, handler_nursery=connections)
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if not self.config.is_ssl:
+            return None
+        return create_ssl_context(self.config, ["http/1.1"])
+
+    def _announce(self, addresses: list[str]) -> None:
+        logger.info("Started server process [%d]", os.getpid())
+        for address in addresses:
+            logger.info("Palfrey running on %s (Press CTRL+C to quit)", address)
+
+    async def _watch_signals(self) -> None:
+        with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                if self.state.shutdown_requested.is_set() and signum == signal.SIGINT:
+                    logger.warning("Second interrupt: exiting without waiting")
+                    self.force_exit()
+                    return
+                logger.info("Received %s; shutting down gracefully", signal.Signals(signum).name)
+                self.request_shutdown()
+
+
+async def serve(
+    app: Any,
+    config: Config,
+    *,
+    task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve an ASGI 3 ``app`` inside the caller's trio program.
+
+    Use ``await nursery.start(palfrey.serve, app, config)`` to get the bound
+    addresses back once the server accepts connections; cancel the
+    surrounding scope to shut it down gracefully. Signals stay the caller's.
+    """
+    asgi_app, _ = wrap_app(app, config.interface)
+    await Server(asgi_app, config).serve(task_status=task_status)

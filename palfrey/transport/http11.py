@@ -1,0 +1,276 @@
+"""HTTP/1.1 on a trio stream: the thin loop between a socket and a ProtocolHandler.
+
+The application runs inline in the connection task (no task per request) and
+pulls the request body through ``receive()``: the socket is read only when the
+app asks for more, so an unread body pushes back on the client through TCP.
+The connection task doubles as the :class:`HTTPStream` for the current cycle.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from palfrey.asgi.errors import ClientDisconnected
+from palfrey.asgi.http import HTTPCycle
+from palfrey.asgi.scope import Address, http_scope
+from palfrey.protocols.events import (
+    BodyReceived,
+    ConnectionClosed,
+    ProtocolError,
+    ProtocolEvent,
+    RequestReceived,
+)
+from palfrey.protocols.status import reason_phrase, render_simple_response
+
+if TYPE_CHECKING:
+    from palfrey.protocols.base import ProtocolHandler
+    from palfrey.transport.state import ConnectionControl, ServerState
+
+logger = logging.getLogger("palfrey.error")
+
+RECEIVE_SIZE = 64 * 1024
+#: Bytes read ahead (pipelined requests, an unread body) before reading pauses.
+READ_AHEAD_LIMIT = 64 * 1024
+
+#: Hands an accepted upgrade (e.g. WebSocket) the connection; returns when it is over.
+UpgradeHandler = Callable[["H1Connection", RequestReceived, dict[str, Any]], Any]
+
+
+class H1Connection:
+    """Serves requests on one HTTP/1.1 connection until it must close."""
+
+    __slots__ = (
+        "_events",
+        "_peer_gone",
+        "client",
+        "control",
+        "nursery",
+        "pending_error",
+        "protocol",
+        "scheme",
+        "server",
+        "state",
+        "stream",
+        "upgrade_handler",
+    )
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        protocol: ProtocolHandler,
+        state: ServerState,
+        control: ConnectionControl,
+        nursery: trio.Nursery,
+        *,
+        scheme: str,
+        client: Address,
+        server: Address,
+        upgrade_handler: UpgradeHandler | None = None,
+    ) -> None:
+        self.stream = stream
+        self.protocol = protocol
+        self.state = state
+        self.control = control
+        self.nursery = nursery
+        self.scheme = scheme
+        self.client = client
+        self.server = server
+        self.upgrade_handler = upgrade_handler
+        self.pending_error: ProtocolError | None = None
+        self._events: deque[ProtocolEvent] = deque()
+        self._peer_gone = False
+
+    async def run(self) -> None:
+        """Serve requests until either side closes, a timeout fires or the server stops."""
+        first = True
+        while True:
+            try:
+                request = await self._next_request(first)
+            except ProtocolError as exc:
+                await self.send_error(exc.status_code, str(exc))
+                return
+            if request is None:
+                return
+            first = False
+            if not await self._serve(request):
+                return
+            self.protocol.start_new_cycle()
+
+    async def _next_request(self, first: bool) -> RequestReceived | None:
+        """Wait for the next request head under the keep-alive and header deadlines.
+
+        Nothing received before the deadline closes silently; a partial head
+        gets 408 (RFC 9110 §15.5.9). A fresh connection gets the header
+        timeout, an idle keep-alive one the shorter of both.
+        """
+        if not self._events:
+            self._events.extend(self.protocol.next_events())
+        if not self._events:
+            if self.state.shutting_down or self._peer_gone:
+                return None
+            config = self.state.config
+            now = trio.current_time()
+            header_deadline = now + config.timeout_request_header
+            idle_deadline = min(header_deadline, now + config.timeout_keep_alive)
+            with trio.CancelScope(deadline=header_deadline if first else idle_deadline) as scope:
+                self.control.idle_scope = scope
+                while not self._events:
+                    data = await self._receive()
+                    scope.deadline = header_deadline
+                    self._events.extend(self.protocol.receive_data(data))
+            self.control.idle_scope = None
+            if scope.cancelled_caught:
+                if not self.state.shutting_down and self.protocol.has_pending_input:
+                    await self.send_error(408, "Timed out reading the request head")
+                return None
+        event = self._events.popleft()
+        if isinstance(event, RequestReceived):
+            return event
+        return None
+
+    async def _serve(self, request: RequestReceived) -> bool:
+        """Run one request through the app; True if the connection may be reused."""
+        state = self.state
+        state.count_request()
+        scope = http_scope(
+            scope_type="http",
+            method=request.method,
+            target=request.target,
+            headers=request.headers,
+            http_version=request.http_version,
+            scheme=self.scheme,
+            client=self.client,
+            server=self.server,
+            root_path=state.config.root_path,
+            state=state.lifespan_state,
+        )
+        if self.upgrade_handler is not None and _wants_upgrade(request):
+            handled = await self.upgrade_handler(self, request, scope)
+            if handled:
+                return False
+        cycle = HTTPCycle(scope=scope, stream=self, defaults=state.defaults)
+        limiter = state.limiter
+        if limiter is not None:
+            try:
+                limiter.acquire_on_behalf_of_nowait(cycle)
+            except trio.WouldBlock:
+                await self.send_error(503, "Service Unavailable")
+                return False
+        try:
+            await cycle.run(state.app)
+        finally:
+            if limiter is not None:
+                limiter.release_on_behalf_of(cycle)
+        if self.pending_error is not None:
+            if not cycle.head_sent:
+                await self.send_error(self.pending_error.status_code, str(self.pending_error))
+            return False
+        if cycle.broken or not cycle.response_complete:
+            return False
+        self._events.clear()
+        if not await self._drain_request_body():
+            return False
+        return self.protocol.keep_alive and not state.shutting_down
+
+    async def _drain_request_body(self) -> bool:
+        """Read and drop the body the app did not read, if it is small enough to be worth it."""
+        drained = 0
+        with trio.move_on_after(self.state.config.timeout_keep_alive):
+            while not self.protocol.request_complete:
+                if self._peer_gone or drained > READ_AHEAD_LIMIT:
+                    return False
+                data = await self._receive()
+                drained += len(data)
+                try:
+                    self.protocol.receive_data(data)
+                except ProtocolError:
+                    return False
+            return True
+        return False
+
+    # HTTPStream, used by HTTPCycle for the request being served.
+
+    async def receive_body(self) -> tuple[bytes, bool] | None:
+        while True:
+            while self._events:
+                event = self._events.popleft()
+                if isinstance(event, BodyReceived):
+                    return event.data, event.more
+                if isinstance(event, ConnectionClosed):
+                    self._peer_gone = True
+            if self._peer_gone or self.pending_error is not None:
+                return None
+            interim = self.protocol.send_continue()
+            if interim:
+                try:
+                    await self._send_all(interim)
+                except ClientDisconnected:
+                    return None
+            data = await self._receive()
+            try:
+                self._events.extend(self.protocol.receive_data(data))
+            except ProtocolError as exc:
+                self.pending_error = exc
+                return None
+
+    async def wait_disconnected(self) -> None:
+        read_ahead = 0
+        while not self._peer_gone:
+            if read_ahead > READ_AHEAD_LIMIT:
+                await trio.sleep_forever()
+            data = await self._receive()
+            read_ahead += len(data)
+            try:
+                self.protocol.receive_data(data)
+            except ProtocolError:
+                return
+
+    async def send_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
+    ) -> None:
+        if self.state.shutting_down:
+            headers = [*headers, (b"connection", b"close")]
+        data = self.protocol.send_response(status, headers)
+        await self._send_all(data + self.protocol.send_body(body, more=not end))
+
+    async def send_body(self, body: bytes, end: bool) -> None:
+        data = self.protocol.send_body(body, more=not end)
+        if data:
+            await self._send_all(data)
+
+    # Socket helpers.
+
+    async def _receive(self) -> bytes:
+        try:
+            data = await self.stream.receive_some(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if not data:
+            self._peer_gone = True
+        return data
+
+    async def _send_all(self, data: bytes) -> None:
+        try:
+            await self.stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self._peer_gone = True
+            raise ClientDisconnected("the client has disconnected") from None
+
+    async def send_error(self, status: int, detail: str) -> None:
+        """Answer a request the app never saw (bad input, overload, timeout) and stop."""
+        logger.debug("Answering %d: %s", status, detail)
+        body = reason_phrase(status) or str(status).encode()
+        response = render_simple_response(status, self.state.defaults.current(), body)
+        try:
+            await self._send_all(response)
+        except ClientDisconnected:
+            return
+
+
+def _wants_upgrade(request: RequestReceived) -> bool:
+    return any(name == b"upgrade" for name, _ in request.headers)

@@ -1,0 +1,62 @@
+"""State the server shares with every connection task."""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from palfrey.asgi.headers import DefaultHeaders
+
+if TYPE_CHECKING:
+    from palfrey.asgi.types import ASGIApp
+    from palfrey.config.schema import Config
+
+logger = logging.getLogger("palfrey.error")
+
+
+@attrs.define(slots=True, eq=False)
+class ConnectionControl:
+    """The handle the server keeps on one connection to close it when idle at shutdown."""
+
+    idle_scope: trio.CancelScope | None = None
+
+    def close_if_idle(self) -> None:
+        if self.idle_scope is not None:
+            self.idle_scope.cancel()
+
+
+@attrs.define(slots=True, eq=False)
+class ServerState:
+    """What every connection reads: the app, the config and the shutdown flag."""
+
+    app: ASGIApp
+    config: Config
+    defaults: DefaultHeaders
+    limiter: trio.CapacityLimiter | None = None
+    lifespan_state: dict[str, Any] = attrs.Factory(dict)
+    max_requests: int | None = None
+    total_requests: int = 0
+    shutting_down: bool = False
+    connections: set[ConnectionControl] = attrs.Factory(set)
+    shutdown_requested: trio.Event = attrs.Factory(trio.Event)
+
+    def count_request(self) -> None:
+        """Count a request; the one that reaches ``--limit-max-requests`` starts the shutdown."""
+        self.total_requests += 1
+        if self.max_requests is not None and self.total_requests >= self.max_requests:
+            if not self.shutdown_requested.is_set():
+                logger.info("Maximum request limit of %d reached; shutting down", self.max_requests)
+            self.request_shutdown()
+
+    def request_shutdown(self) -> None:
+        """Ask the server to stop; the server task runs the actual shutdown sequence."""
+        self.shutdown_requested.set()
+
+    def begin_shutdown(self) -> None:
+        """Refuse keep-alive from now on and close every idle connection."""
+        self.shutting_down = True
+        for control in list(self.connections):
+            control.close_if_idle()

@@ -1,0 +1,75 @@
+"""Accepted stream connections: one task each, with its own nursery and error boundary."""
+
+from __future__ import annotations
+
+import logging
+import socket
+import ssl
+from typing import TYPE_CHECKING
+
+import trio
+
+from palfrey.asgi.scope import Address
+from palfrey.protocols.h11 import H1Protocol
+from palfrey.transport.http11 import H1Connection
+from palfrey.transport.state import ConnectionControl
+from palfrey.transport.tls import handshake
+
+if TYPE_CHECKING:
+    from palfrey.transport.state import ServerState
+
+logger = logging.getLogger("palfrey.error")
+
+#: How long closing a connection may take (TLS close_notify, lingering reads).
+CLOSE_TIMEOUT = 1.0
+
+
+async def handle_connection(
+    stream: trio.SocketStream, state: ServerState, ssl_context: ssl.SSLContext | None
+) -> None:
+    """Serve one accepted connection; nothing raised here reaches the listener but Cancelled."""
+    control = ConnectionControl()
+    state.connections.add(control)
+    transport: trio.abc.Stream = stream
+    try:
+        client, server = _addresses(stream.socket)
+        if ssl_context is not None:
+            tls = await handshake(stream, ssl_context, state.config.timeout_tls_handshake)
+            if tls is None:
+                return
+            transport = tls
+        async with trio.open_nursery() as nursery:
+            config = state.config
+            protocol = H1Protocol(
+                max_incomplete_event_size=config.h11_max_incomplete_event_size,
+                limit_request_body=config.limit_request_body,
+            )
+            connection = H1Connection(
+                transport,
+                protocol,
+                state,
+                control,
+                nursery,
+                scheme="https" if ssl_context is not None else "http",
+                client=client,
+                server=server,
+            )
+            await connection.run()
+    except Exception:
+        logger.exception("Unhandled error on a connection; closing it")
+    finally:
+        state.connections.discard(control)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            await transport.aclose()
+
+
+def _addresses(sock: trio.socket.SocketType) -> tuple[Address, Address]:
+    if sock.family == socket.AF_UNIX:
+        return None, (sock.getsockname(), None)
+    try:
+        peer = sock.getpeername()
+    except OSError:
+        peer = None
+    local = sock.getsockname()
+    client: Address = (str(peer[0]), int(peer[1])) if peer else None
+    return client, (str(local[0]), int(local[1]))
