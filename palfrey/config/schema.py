@@ -106,32 +106,32 @@ class Config:
         None,
         "The application as 'module:attribute' (or an ASGI/WSGI callable from Python).",
         metavar="APP",
-        group="app",
+        group="application",
     )
     factory: bool = _option(
         False,
         "Treat APP as a factory: call it with no arguments to get the application.",
         kind="bool",
         negatable=True,
-        group="app",
+        group="application",
     )
     app_dir: str = _option(
         ".",
         "Directory prepended to sys.path before importing APP.",
         kind="path",
-        group="app",
+        group="application",
     )
     interface: str = _option(
         "auto",
         "Application interface; 'auto' detects ASGI3, ASGI2 or WSGI.",
         choices=("auto", "asgi3", "asgi2", "wsgi"),
-        group="app",
+        group="application",
     )
     env_file: str | None = _option(
         None,
         "A .env file whose variables are loaded into the environment before the app is imported.",
         kind="path",
-        group="app",
+        group="application",
     )
 
     host: str = _option("127.0.0.1", "Bind socket to this host.", group="socket")
@@ -164,24 +164,24 @@ class Config:
         "auto",
         "HTTP/1.1 implementation: 'auto' uses httptools when installed, else h11.",
         choices=("auto", "h11", "httptools"),
-        group="http",
+        group="protocol",
     )
     h11_max_incomplete_event_size: int = _option(
         16 * 1024,
         "Largest request head (request line and headers) in bytes; larger heads get 431.",
         kind="int",
         validator=_at_least(1024),
-        group="http",
+        group="protocol",
     )
     limit_request_body: int | None = _option(
         None,
         "Largest request body in bytes; larger bodies get 413. Off by default.",
         kind="int",
         validator=_at_least(0, optional=True),
-        group="http",
+        group="protocol",
     )
     root_path: str = _option(
-        "", "ASGI root_path for apps mounted below a URL prefix.", group="http"
+        "", "ASGI root_path for apps mounted below a URL prefix.", group="protocol"
     )
     proxy_headers: bool = _option(
         True,
@@ -189,18 +189,22 @@ class Config:
         " to set client and scheme.",
         kind="bool",
         negatable=True,
-        group="http",
+        group="protocol",
     )
     forwarded_allow_ips: str = _option(
         "127.0.0.1",
         "Comma-separated IPs/networks trusted for proxy headers, or '*' for all.",
-        group="http",
+        group="protocol",
     )
     server_header: bool = _option(
-        True, "Send a 'server: palfrey' response header.", kind="bool", negatable=True, group="http"
+        True,
+        "Send a 'server: palfrey' response header.",
+        kind="bool",
+        negatable=True,
+        group="protocol",
     )
     date_header: bool = _option(
-        True, "Send a 'date' response header.", kind="bool", negatable=True, group="http"
+        True, "Send a 'date' response header.", kind="bool", negatable=True, group="protocol"
     )
     header: list[str] = _option(  # noqa: RUF009 - _option returns an attrs.field
         [],
@@ -208,7 +212,7 @@ class Config:
         kind="list",
         metavar="NAME:VALUE",
         validator=_headers,
-        group="http",
+        group="protocol",
     )
 
     ws: str = _option(

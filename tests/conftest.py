@@ -1,0 +1,60 @@
+"""Shared fixtures: a real Palfrey server on 127.0.0.1 port 0, in the test's own nursery."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+
+import palfrey
+from palfrey.asgi.interfaces import wrap_app
+from palfrey.server.server import Server
+
+
+@attrs.define
+class RunningServer:
+    """A server started by :func:`run_server`; ``url`` is its first address."""
+
+    addresses: list[str]
+    server: Server
+    cancel_scope: trio.CancelScope
+
+    @property
+    def url(self) -> str:
+        return self.addresses[0]
+
+    @property
+    def host(self) -> str:
+        return self.url.split("://", 1)[1].rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def shutdown(self) -> None:
+        self.server.request_shutdown()
+
+
+@asynccontextmanager
+async def run_server(app: Any, **options: Any) -> AsyncIterator[RunningServer]:
+    """Serve ``app`` for the duration of the block; options are :class:`palfrey.Config` fields."""
+    options.setdefault("port", 0)
+    options.setdefault("host", "127.0.0.1")
+    config = palfrey.Config(app=app, **options)
+    asgi_app, _ = wrap_app(app, config.interface)
+    server = Server(asgi_app, config)
+    async with trio.open_nursery() as nursery:
+        addresses = await nursery.start(lambda task_status: server.serve(task_status=task_status))
+        running = RunningServer(addresses, server, nursery.cancel_scope)
+        yield running
+        server.request_shutdown()
+
+
+@pytest.fixture
+def serve() -> Callable[..., Any]:
+    """``async with serve(app, **options) as srv:`` starts a real server on an ephemeral port."""
+    return run_server
