@@ -13,6 +13,7 @@ import os
 import random
 import signal
 import ssl
+import sys
 from functools import partial
 from typing import Any
 
@@ -20,14 +21,17 @@ import trio
 
 from palfrey.asgi.headers import DefaultHeaders
 from palfrey.asgi.interfaces import wrap_app
-from palfrey.asgi.lifespan import Lifespan
+from palfrey.asgi.lifespan import Lifespan, LifespanFailure
 from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
 from palfrey.asgi.types import ASGIApp
 from palfrey.config.schema import Config
-from palfrey.transport.listeners import describe, open_listeners
+from palfrey.transport.listeners import BindError, describe, open_listeners
 from palfrey.transport.state import ServerState
 from palfrey.transport.tcp import handle_connection
 from palfrey.transport.tls import create_ssl_context
+
+if sys.version_info < (3, 11):
+    from exceptiongroup import BaseExceptionGroup
 
 logger = logging.getLogger("palfrey.error")
 
@@ -86,11 +90,20 @@ class Server:
         *requests* the shutdown; the shutdown itself is bounded by the
         graceful timeout and the lifespan timeout.
         """
+        failure: BaseException | None = None
         async with trio.open_nursery() as guard:
             guard.start_soon(self._shutdown_when_cancelled)
             with trio.CancelScope(shield=True):
-                await self._run(handle_signals, task_status)
+                try:
+                    await self._run(handle_signals, task_status)
+                except BaseExceptionGroup as group:
+                    failure = _startup_failure(group)
+                    if failure is None:
+                        raise
             guard.cancel_scope.cancel()
+        if failure is not None:
+            # Raised bare, outside every nursery, so callers can catch it by type.
+            raise failure
 
     async def _shutdown_when_cancelled(self) -> None:
         try:
@@ -176,6 +189,16 @@ class Server:
                     return
                 logger.info("Received %s; shutting down gracefully", signal.Signals(signum).name)
                 self.request_shutdown()
+
+
+def _startup_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The user-facing start-up error a group carries, if that is all it carries."""
+    matched, rest = group.split((LifespanFailure, BindError))
+    if matched is None or rest is not None:
+        return None
+    while isinstance(matched, BaseExceptionGroup):
+        matched = matched.exceptions[0]
+    return matched
 
 
 async def serve(

@@ -48,6 +48,7 @@ class H1Connection:
         "_events",
         "_peer_gone",
         "client",
+        "closed_with_error",
         "control",
         "nursery",
         "pending_error",
@@ -84,6 +85,8 @@ class H1Connection:
         self.pending_error: ProtocolError | None = None
         self._events: deque[ProtocolEvent] = deque()
         self._peer_gone = False
+        #: The server answered on its own and stopped reading: close gently.
+        self.closed_with_error = False
 
     async def run(self) -> None:
         """Serve requests until either side closes, a timeout fires or the server stops."""
@@ -264,6 +267,7 @@ class H1Connection:
     async def send_error(self, status: int, detail: str) -> None:
         """Answer a request the app never saw (bad input, overload, timeout) and stop."""
         logger.debug("Answering %d: %s", status, detail)
+        self.closed_with_error = not self._peer_gone
         body = reason_phrase(status) or str(status).encode()
         response = render_simple_response(status, self.state.defaults.current(), body)
         try:

@@ -22,6 +22,8 @@ logger = logging.getLogger("palfrey.error")
 
 #: How long closing a connection may take (TLS close_notify, lingering reads).
 CLOSE_TIMEOUT = 1.0
+#: Bytes read and dropped while lingering before giving up on a graceful close.
+LINGER_LIMIT = 1024 * 1024
 
 
 async def handle_connection(
@@ -55,12 +57,34 @@ async def handle_connection(
                 server=server,
             )
             await connection.run()
+            if connection.closed_with_error:
+                await _linger(transport)
     except Exception:
         logger.exception("Unhandled error on a connection; closing it")
     finally:
         state.connections.discard(control)
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
             await transport.aclose()
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Half-close and read for a moment before closing, after answering an error.
+
+    Closing with unread input makes the kernel send RST, which can destroy
+    the error response before the client reads it (RFC 9112 §9.6).
+    """
+    with trio.move_on_after(CLOSE_TIMEOUT):
+        try:
+            if isinstance(stream, trio.SocketStream):
+                await stream.send_eof()
+            drained = 0
+            while drained < LINGER_LIMIT:
+                data = await stream.receive_some(65536)
+                if not data:
+                    return
+                drained += len(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
 
 
 def _addresses(sock: trio.socket.SocketType) -> tuple[Address, Address]:
