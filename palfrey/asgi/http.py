@@ -8,6 +8,7 @@ an :class:`HTTPStream`, so HTTP/1.1, HTTP/2 and HTTP/3 share this code.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import Any, Protocol
 
@@ -24,6 +25,8 @@ access_logger = logging.getLogger("palfrey.access")
 
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 _ERROR_BODY = b"Internal Server Error"
+#: How long ``receive()`` from a cancelled scope looks for a disconnect (see ``_poll_disconnect``).
+_POLL_TIME = 0.001
 
 
 class HTTPStream(Protocol):
@@ -88,7 +91,10 @@ class HTTPCycle:
             logger.exception("Exception in ASGI application")
             await self._fail()
         else:
-            if not self.response_started:
+            if self.disconnected:
+                # The client left first; an app that then stops answering did nothing wrong.
+                self.broken = True
+            elif not self.response_started:
                 logger.error("ASGI callable returned without starting a response")
                 await self._fail()
             elif not self.response_complete:
@@ -111,11 +117,27 @@ class HTTPCycle:
             body, more = chunk
             self._body_complete = not more
             return {"type": "http.request", "body": body, "more_body": more}
+        if trio.current_effective_deadline() == -math.inf:
+            return await self._poll_disconnect()
         with trio.CancelScope() as scope:
             self._wait_scope = scope
             await self.stream.wait_disconnected()
             self.disconnected = True
         self._wait_scope = None
+        return _DISCONNECT
+
+    async def _poll_disconnect(self) -> Message:
+        """``receive()`` from an already-cancelled scope: look once, then let the cancel through.
+
+        Starlette's ``Request.is_disconnected()`` polls this way. Reads check for
+        cancellation before touching the socket, so without a short shielded look
+        a disconnect could never be reported to such a caller.
+        """
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + _POLL_TIME):
+            await self.stream.wait_disconnected()
+            self.disconnected = True
+        if not self.disconnected:
+            await trio.lowlevel.checkpoint()  # raises the caller's Cancelled
         return _DISCONNECT
 
     async def send(self, message: Message) -> None:

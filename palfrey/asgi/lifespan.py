@@ -45,7 +45,6 @@ class Lifespan:
             return
         if reply["type"] == "lifespan.startup.failed":
             raise LifespanFailure(reply.get("message") or "application startup failed")
-        self._startup_done = True
         logger.info("Application startup complete.")
 
     async def shutdown(self) -> None:
@@ -105,4 +104,7 @@ class Lifespan:
             "lifespan.shutdown.failed",
         ):
             raise RuntimeError(f"Unexpected ASGI lifespan message {kind!r}")
+        if kind == "lifespan.startup.complete":
+            # Set before the reply is read, so a crash right after it counts as a crash.
+            self._startup_done = True
         await self._replies_send.send(message)

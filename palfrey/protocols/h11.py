@@ -24,7 +24,13 @@ class H1Protocol:
     make this object parse more than one request ahead of the responses.
     """
 
-    __slots__ = ("_body_received", "_conn", "_head_request", "_limit_request_body")
+    __slots__ = (
+        "_body_received",
+        "_conn",
+        "_head_request",
+        "_limit_request_body",
+        "_max_head_size",
+    )
 
     def __init__(
         self,
@@ -33,6 +39,7 @@ class H1Protocol:
         limit_request_body: int | None = None,
     ) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
+        self._max_head_size = max_incomplete_event_size
         self._head_request = False
         self._limit_request_body = limit_request_body
         self._body_received = 0
@@ -80,18 +87,35 @@ class H1Protocol:
             raise ProtocolError("CONNECT is not supported", 405)
         if not event.target.isascii():
             raise ProtocolError("request target is not ASCII", 400)
+        if not event.http_version.startswith(b"1."):
+            raise ProtocolError("HTTP version not supported", 505)
         headers = tuple(event.headers)
+        # h11 only limits a head that is still incomplete; one that arrives in a
+        # single read is measured here (request line, fields, CRLFs).
+        head_size = len(event.method) + len(event.target) + 14
+        head_size += sum(len(name) + len(value) + 4 for name, value in headers)
+        if head_size > self._max_head_size:
+            raise ProtocolError("request head too large", 431)
+        content_length = transfer_encoding = False
+        for name, value in headers:
+            if name == b"content-length":
+                content_length = True
+                if self._limit_request_body is not None and int(value) > self._limit_request_body:
+                    raise ProtocolError("request body too large", 413)
+            elif name == b"transfer-encoding":
+                transfer_encoding = True
+        if content_length and transfer_encoding:
+            # RFC 9112 §6.1: a request smuggling vector; rejecting it is allowed.
+            raise ProtocolError("both Content-Length and Transfer-Encoding", 400)
         self._head_request = event.method == b"HEAD"
         self._body_received = 0
-        if self._limit_request_body is not None:
-            for name, value in headers:
-                if name == b"content-length" and int(value) > self._limit_request_body:
-                    raise ProtocolError("request body too large", 413)
+        # RFC 9112 §2.3: a higher 1.x minor version is processed as 1.1.
+        http_version = "1.0" if event.http_version == b"1.0" else "1.1"
         return RequestReceived(
             method=event.method,
             target=event.target,
             headers=headers,
-            http_version=event.http_version.decode("ascii"),
+            http_version=http_version,
         )
 
     def _count_body(self, size: int) -> None:

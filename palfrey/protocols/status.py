@@ -15,9 +15,22 @@ STATUS_LINES: dict[int, bytes] = {
 }
 
 
+#: Phrases for codes RFC 9110 does not name, by class (§15: the first digit).
+_CLASS_PHRASES = {
+    1: b"Informational",
+    2: b"Success",
+    3: b"Redirection",
+    4: b"Client Error",
+    5: b"Server Error",
+}
+
+
 def reason_phrase(status: int) -> bytes:
-    """The standard phrase, or an empty one for codes RFC 9110 does not name."""
-    return REASON_PHRASES.get(status, b"")
+    """The standard phrase, or a phrase naming the status class for unregistered codes."""
+    phrase = REASON_PHRASES.get(status)
+    if phrase is None:
+        phrase = _CLASS_PHRASES.get(status // 100, b"Unknown")
+    return phrase
 
 
 def status_line(status: int) -> bytes:

@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("palfrey.error")
 
+_CLOSE = (b"connection", b"close")
 RECEIVE_SIZE = 64 * 1024
 #: Bytes read ahead (pipelined requests, an unread body) before reading pauses.
 READ_AHEAD_LIMIT = 64 * 1024
@@ -45,6 +46,7 @@ class H1Connection:
     """Serves requests on one HTTP/1.1 connection until it must close."""
 
     __slots__ = (
+        "_awaiting_continue",
         "_events",
         "_peer_gone",
         "client",
@@ -85,6 +87,8 @@ class H1Connection:
         self.pending_error: ProtocolError | None = None
         self._events: deque[ProtocolEvent] = deque()
         self._peer_gone = False
+        #: The client sent ``Expect: 100-continue`` and the app has not asked for the body yet.
+        self._awaiting_continue = False
         #: The server answered on its own and stopped reading: close gently.
         self.closed_with_error = False
 
@@ -156,6 +160,7 @@ class H1Connection:
             handled = await self.upgrade_handler(self, request, scope)
             if handled:
                 return False
+        self._awaiting_continue = _expects_continue(request)
         cycle = HTTPCycle(scope=scope, stream=self, defaults=state.defaults)
         limiter = state.limiter
         if limiter is not None:
@@ -176,9 +181,11 @@ class H1Connection:
         if cycle.broken or not cycle.response_complete:
             return False
         self._events.clear()
+        if self._refused_body():
+            return False
         if not await self._drain_request_body():
             return False
-        return self.protocol.keep_alive and not state.shutting_down
+        return self.protocol.keep_alive and not state.shutdown_requested.is_set()
 
     async def _drain_request_body(self) -> bool:
         """Read and drop the body the app did not read, if it is small enough to be worth it."""
@@ -196,9 +203,18 @@ class H1Connection:
             return True
         return False
 
+    def _refused_body(self) -> bool:
+        """The app answered a client still waiting for ``100 Continue`` without reading the body.
+
+        That client may or may not send the body now, so the connection cannot be
+        reused and is closed rather than drained (RFC 9110 §10.1.1).
+        """
+        return self._awaiting_continue and not self.protocol.request_complete
+
     # HTTPStream, used by HTTPCycle for the request being served.
 
     async def receive_body(self) -> tuple[bytes, bool] | None:
+        self._awaiting_continue = False
         while True:
             while self._events:
                 event = self._events.popleft()
@@ -236,8 +252,11 @@ class H1Connection:
     async def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
     ) -> None:
-        if self.state.shutting_down:
-            headers = [*headers, (b"connection", b"close")]
+        if (self.state.shutdown_requested.is_set() or self._refused_body()) and (
+            _CLOSE not in headers
+        ):
+            # This connection will not be reused; say so (RFC 9112 §9.6).
+            headers = [*headers, _CLOSE]
         data = self.protocol.send_response(status, headers)
         await self._send_all(data + self.protocol.send_body(body, more=not end))
 
@@ -274,6 +293,12 @@ class H1Connection:
             await self._send_all(response)
         except ClientDisconnected:
             return
+
+
+def _expects_continue(request: RequestReceived) -> bool:
+    return any(
+        name == b"expect" and value.lower() == b"100-continue" for name, value in request.headers
+    )
 
 
 def _wants_upgrade(request: RequestReceived) -> bool:

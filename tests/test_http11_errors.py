@@ -1,0 +1,353 @@
+"""Bad input from clients and bad behaviour from applications, through real sockets.
+
+After every failure the server must still answer a fresh connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import struct
+from typing import Any
+
+import pytest
+import trio
+from h1_client import (
+    WAIT,
+    assert_still_serving,
+    connect,
+    no_connection_crashes,  # noqa: F401 - autouse fixture
+    ok_app,
+    request,
+)
+
+Scope = dict[str, Any]
+
+
+async def echo_body(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = b""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        body += message["body"]
+        if not message["more_body"]:
+            break
+    await send({"type": "http.response.start", "status": 200})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def expect_error(srv: Any, data: bytes, status: int) -> None:
+    """``data`` gets a ``status`` answer that closes the connection."""
+    async with connect(srv) as client:
+        await client.send(data)
+        response = await client.read_response()
+        assert response.status == status, response
+        assert response.header(b"connection") == b"close"
+        assert response.header(b"server") == b"palfrey"
+        await client.assert_closed()
+    await assert_still_serving(srv)
+
+
+class TestBadRequests:
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"GARBAGE\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nno colon\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nBad Name: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+            b"GET / HTTP/1.1\r\n\r\n",
+            b"GET  /  HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(range(32)) + b"\r\n\r\n",
+        ],
+    )
+    async def test_malformed_head_is_400(self, serve: Any, data: bytes) -> None:
+        async with serve(ok_app) as srv:
+            await expect_error(srv, data, 400)
+
+    async def test_content_length_with_transfer_encoding_is_400(self, serve: Any) -> None:
+        data = request("POST", headers=[("Content-Length", "4"), ("Transfer-Encoding", "chunked")])
+        async with serve(echo_body) as srv:
+            await expect_error(srv, data + b"0\r\n\r\n", 400)
+
+    async def test_bad_chunk_size_is_400(self, serve: Any) -> None:
+        data = request("POST", headers=[("Transfer-Encoding", "chunked")]) + b"zz\r\nabc\r\n"
+        async with serve(echo_body) as srv:
+            await expect_error(srv, data, 400)
+
+    async def test_unknown_transfer_coding_is_501(self, serve: Any) -> None:
+        data = request("POST", headers=[("Transfer-Encoding", "gzip")])
+        async with serve(echo_body) as srv:
+            await expect_error(srv, data, 501)
+
+    async def test_connect_is_405(self, serve: Any) -> None:
+        async with serve(ok_app) as srv:
+            await expect_error(srv, request("CONNECT", "example.com:443"), 405)
+
+    async def test_non_ascii_target_is_400(self, serve: Any) -> None:
+        async with serve(ok_app) as srv:
+            await expect_error(srv, b"GET /caf\xc3\xa9 HTTP/1.1\r\nHost: a\r\n\r\n", 400)
+
+    async def test_unsupported_http_version_is_505(self, serve: Any) -> None:
+        async with serve(ok_app) as srv:
+            await expect_error(srv, b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505)
+
+    async def test_bad_second_request_after_a_good_one(self, serve: Any) -> None:
+        async with serve(ok_app) as srv, connect(srv) as client:
+            await client.send(request() + b"BROKEN\r\n\r\n")
+            assert (await client.read_response()).status == 200
+            assert (await client.read_response()).status == 400
+            await client.assert_closed()
+
+    @pytest.mark.parametrize(
+        "data",
+        [
+            b"",
+            b"\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+            bytes(range(256)) * 4,
+        ],
+    )
+    async def test_client_closing_early_is_harmless(self, serve: Any, data: bytes) -> None:
+        async with serve(echo_body) as srv:
+            async with connect(srv) as client:
+                await client.send(data)
+                await client.stream.send_eof()
+                received = await client.read_until_closed()
+            assert received == b"" or received.startswith(b"HTTP/1.1 400 ")
+            await assert_still_serving(srv)
+
+    async def test_reset_mid_request_is_harmless(self, serve: Any) -> None:
+        async with serve(echo_body) as srv:
+            async with connect(srv) as client:
+                await client.send(request("POST", headers=[("Content-Length", "1000")]) + b"x")
+                await trio.sleep(0.05)
+                # Linger on with a zero timeout: closing sends RST instead of FIN.
+                linger = struct.pack("ii", 1, 0)
+                client.stream.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_LINGER, linger)
+            await assert_still_serving(srv)
+
+
+async def test_mutated_requests_never_crash_the_server(serve: Any) -> None:
+    """Seeded random damage to valid requests: every answer is a well-formed response or nothing."""
+    rng = random.Random(20240601)
+    valid = [
+        request("POST", "/a?b=c", headers=[("X-A", "1")], body=b"hello"),
+        request("POST", headers=[("Transfer-Encoding", "chunked")]) + b"5\r\nhello\r\n0\r\n\r\n",
+        request("GET", "/", headers=[("Expect", "100-continue"), ("Connection", "close")]),
+    ]
+    async with serve(echo_body) as srv:
+        for _ in range(40):
+            data = bytearray(rng.choice(valid))
+            for _ in range(rng.randint(1, 4)):
+                position = rng.randrange(len(data))
+                if rng.random() < 0.5:
+                    data[position] = rng.randrange(256)
+                else:
+                    del data[position : position + rng.randint(1, 8)]
+            async with connect(srv) as client:
+                await client.send(bytes(data))
+                await client.stream.send_eof()
+                received = await client.read_until_closed()
+            assert received == b"" or received.startswith(b"HTTP/1.1 "), received
+        await assert_still_serving(srv)
+
+
+class TestAppErrors:
+    async def test_exception_before_start_is_500_and_close(self, serve: Any) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            if scope["path"] == "/still-alive":
+                return await ok_app(scope, receive, send)
+            raise RuntimeError("boom")
+
+        async with serve(app, lifespan="off") as srv:
+            async with connect(srv) as client:
+                await client.send(request())
+                response = await client.read_response()
+                assert response.status == 500
+                assert response.body == b"Internal Server Error"
+                assert response.header(b"connection") == b"close"
+                await client.assert_closed()
+            await assert_still_serving(srv)
+
+    async def test_exception_after_start_message_is_500(self, serve: Any) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 201})
+            raise RuntimeError("boom")
+
+        async with serve(app, lifespan="off") as srv, connect(srv) as client:
+            await client.send(request())
+            assert (await client.read_response()).status == 500
+            await client.assert_closed()
+
+    async def test_exception_after_body_started_closes(self, serve: Any) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            if scope["path"] == "/still-alive":
+                return await ok_app(scope, receive, send)
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"partial", "more_body": True})
+            raise RuntimeError("boom")
+
+        async with serve(app, lifespan="off") as srv:
+            async with connect(srv) as client:
+                await client.send(request())
+                data = await client.read_until_closed()
+            assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+            # The chunked body is cut short: no terminating zero-size chunk.
+            assert data.endswith(b"7\r\npartial\r\n")
+            await assert_still_serving(srv)
+
+    async def test_returning_without_response_is_500(self, serve: Any) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            return None
+
+        async with serve(app, lifespan="off") as srv, connect(srv) as client:
+            await client.send(request())
+            assert (await client.read_response()).status == 500
+            await client.assert_closed()
+
+    async def test_returning_mid_body_closes(self, serve: Any) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"abc", "more_body": True})
+
+        async with serve(app, lifespan="off") as srv, connect(srv) as client:
+            await client.send(request())
+            data = await client.read_until_closed()
+        assert data.startswith(b"HTTP/1.1 200 OK\r\n")
+        assert not data.endswith(b"0\r\n\r\n")
+
+    async def test_crash_is_logged_once(self, serve: Any, caplog: pytest.LogCaptureFixture) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            raise ValueError("distinctive failure")
+
+        with caplog.at_level(logging.ERROR, logger="palfrey"):
+            async with serve(app, lifespan="off") as srv, connect(srv) as client:
+                await client.send(request())
+                await client.read_response()
+        records = [r for r in caplog.records if "distinctive failure" in str(r.exc_info)]
+        assert len(records) == 1
+
+    @pytest.mark.parametrize(
+        ("messages", "error"),
+        [
+            ([{"type": "http.response.body", "body": b"x"}], RuntimeError),
+            ([{"type": "http.response.start", "status": "200"}], TypeError),
+            ([{"type": "http.response.start", "status": 42}], TypeError),
+            ([{"type": "http.response.start", "status": 200, "headers": [("a", "b")]}], TypeError),
+            ([{"type": "http.response.start", "status": 200, "headers": [(b"a",)]}], TypeError),
+            (
+                [{"type": "http.response.start", "status": 200, "headers": [(b"x", b"a\r\nb")]}],
+                ValueError,
+            ),
+            (
+                [{"type": "http.response.start", "status": 200, "headers": [(b"x y", b"1")]}],
+                ValueError,
+            ),
+            ([{"type": "http.response.start", "status": 200}, {"type": "http.foo"}], RuntimeError),
+            (
+                [
+                    {"type": "http.response.start", "status": 200},
+                    {"type": "http.response.body", "body": "text"},
+                ],
+                TypeError,
+            ),
+            (
+                [
+                    {"type": "http.response.start", "status": 200},
+                    {"type": "http.response.body", "body": b"", "more_body": 1},
+                ],
+                TypeError,
+            ),
+            (
+                [
+                    {"type": "http.response.start", "status": 200},
+                    {"type": "http.response.body", "body": b"ok"},
+                    {"type": "http.response.body", "body": b"more"},
+                ],
+                RuntimeError,
+            ),
+        ],
+    )
+    async def test_invalid_messages_raise_from_send(
+        self, serve: Any, messages: list[dict[str, Any]], error: type[Exception]
+    ) -> None:
+        raised: list[BaseException] = []
+
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            try:
+                for message in messages:
+                    await send(message)
+            except Exception as exc:
+                raised.append(exc)
+                raise
+
+        async with serve(app, lifespan="off") as srv, connect(srv) as client:
+            await client.send(request())
+            with trio.fail_after(WAIT):
+                await client.read_until_closed()
+        assert len(raised) == 1
+        assert type(raised[0]) is error
+
+    async def test_app_can_recover_from_a_rejected_message(self, serve: Any) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            with pytest.raises(ValueError):
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": [(b"x", b"\n")]}
+                )
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"recovered"})
+
+        async with serve(app, lifespan="off") as srv, connect(srv) as client:
+            await client.send(request())
+            assert (await client.read_response()).body == b"recovered"
+
+
+class TestContentLengthMismatch:
+    @pytest.mark.parametrize(
+        "bodies",
+        [
+            [(b"hello", False)],
+            [(b"he", True), (b"llo", False)],
+            [(b"a", False)],
+            [(b"a", True), (b"", False)],
+        ],
+        ids=["more-at-once", "more-in-parts", "fewer-at-once", "fewer-in-parts"],
+    )
+    async def test_mismatch_raises_in_send_and_closes(
+        self, serve: Any, bodies: list[tuple[bytes, bool]]
+    ) -> None:
+        raised: list[BaseException] = []
+
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            if scope["path"] == "/still-alive":
+                return await ok_app(scope, receive, send)
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [(b"content-length", b"3")],
+                }
+            )
+            try:
+                for body, more in bodies:
+                    await send({"type": "http.response.body", "body": body, "more_body": more})
+            except Exception as exc:
+                raised.append(exc)
+
+        async with serve(app, lifespan="off") as srv:
+            async with connect(srv) as client:
+                await client.send(request() + request())
+                data = await client.read_until_closed()
+            assert len(raised) == 1
+            assert isinstance(raised[0], RuntimeError)
+            # Never a complete 3-byte response followed by a second answer.
+            assert data.count(b"HTTP/1.1") <= 1
+            await assert_still_serving(srv)

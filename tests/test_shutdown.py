@@ -1,0 +1,196 @@
+"""Graceful shutdown in-process: cancelling :func:`palfrey.serve` and ``--limit-max-requests``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+from h1_client import (
+    WAIT,
+    RawClient,
+    no_connection_crashes,  # noqa: F401 - autouse fixture
+    ok_app,
+    request,
+)
+
+import palfrey
+
+Scope = dict[str, Any]
+
+
+@attrs.define
+class Served:
+    """A :func:`palfrey.serve` task in its own cancel scope, so tests can cancel just it."""
+
+    url: str
+    scope: trio.CancelScope
+    finished: trio.Event
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    async def connect(self) -> RawClient:
+        with trio.fail_after(WAIT):
+            return RawClient(await trio.open_tcp_stream("127.0.0.1", self.port))
+
+    async def wait_finished(self, timeout: float = WAIT) -> float:
+        """Wait for serve() to return; how long that took."""
+        start = trio.current_time()
+        with trio.fail_after(timeout):
+            await self.finished.wait()
+        return trio.current_time() - start
+
+
+@asynccontextmanager
+async def serving(app: Any, **options: Any) -> AsyncIterator[Served]:
+    config = palfrey.Config(app=app, host="127.0.0.1", port=0, **options)
+    scope = trio.CancelScope()
+    finished = trio.Event()
+
+    async def run(task_status: trio.TaskStatus[list[str]]) -> None:
+        try:
+            with scope:
+                await palfrey.serve(app, config, task_status=task_status)
+        finally:
+            finished.set()
+
+    async with trio.open_nursery() as nursery:
+        (url,) = await nursery.start(run)
+        yield Served(url, scope, finished)
+        scope.cancel()
+
+
+async def test_in_flight_request_finishes_after_cancellation() -> None:
+    entered = trio.Event()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        entered.set()
+        await trio.sleep(0.3)
+        await ok_app(scope, receive, send)
+
+    async with serving(app, lifespan="off") as served:
+        client = await served.connect()
+        await client.send(request())
+        with trio.fail_after(WAIT):
+            await entered.wait()
+        served.scope.cancel()
+        response = await client.read_response()
+        assert response.body == b"ok"
+        assert response.header(b"connection") == b"close"
+        await client.assert_closed()
+        assert await served.wait_finished() < 1
+        await client.aclose()
+
+
+async def test_idle_keep_alive_connections_close_at_once() -> None:
+    async with serving(ok_app, timeout_keep_alive=30) as served:
+        idle = await served.connect()
+        await idle.send(request())
+        assert (await idle.read_response()).status == 200
+        fresh = await served.connect()
+        served.scope.cancel()
+        await idle.assert_closed(timeout=1)
+        await fresh.assert_closed(timeout=1)
+        assert await served.wait_finished() < 1
+        await idle.aclose()
+        await fresh.aclose()
+
+
+async def test_graceful_timeout_cancels_a_stuck_request() -> None:
+    entered = trio.Event()
+    cancelled = trio.Event()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        entered.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    async with serving(app, lifespan="off", timeout_graceful_shutdown=0.3) as served:
+        client = await served.connect()
+        await client.send(request())
+        with trio.fail_after(WAIT):
+            await entered.wait()
+        served.scope.cancel()
+        elapsed = await served.wait_finished()
+        assert 0.2 < elapsed < 2
+        assert cancelled.is_set()
+        await client.assert_closed(timeout=1)
+        await client.aclose()
+
+
+async def test_request_shutdown_lets_lifespan_shutdown_run_last() -> None:
+    events: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            await receive()
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            events.append("lifespan shutdown")
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await trio.sleep(0.2)
+        events.append("request finished")
+        await ok_app(scope, receive, send)
+
+    async with serving(app) as served:
+        client = await served.connect()
+        await client.send(request())
+        await trio.sleep(0.05)
+        served.scope.cancel()
+        assert (await client.read_response()).status == 200
+        await served.wait_finished()
+        await client.aclose()
+    assert events == ["request finished", "lifespan shutdown"]
+
+
+async def test_limit_max_requests_shuts_down() -> None:
+    async with serving(ok_app, limit_max_requests=2) as served:
+        client = await served.connect()
+        await client.send(request())
+        first = await client.read_response()
+        assert first.header(b"connection") is None
+        await client.send(request())
+        second = await client.read_response()
+        assert second.status == 200
+        assert second.header(b"connection") == b"close"
+        await client.assert_closed()
+        assert await served.wait_finished() < 1
+        await client.aclose()
+
+
+async def test_new_connections_are_refused_during_shutdown() -> None:
+    entered = trio.Event()
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == "/slow":
+            entered.set()
+            await trio.sleep(0.5)
+        await ok_app(scope, receive, send)
+
+    async with serving(app, lifespan="off") as served:
+        slow = await served.connect()
+        await slow.send(request(target="/slow"))
+        with trio.fail_after(WAIT):
+            await entered.wait()
+        served.scope.cancel()
+        await trio.sleep(0.05)
+        # The listener closes at once, so a load balancer can fail over immediately.
+        with pytest.raises(OSError):
+            await served.connect()
+        assert (await slow.read_response()).status == 200
+        await served.wait_finished()
+        await slow.aclose()

@@ -1,0 +1,187 @@
+"""HTTPS: a self-signed certificate, scheme, ALPN and misbehaving TLS clients."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+from pathlib import Path
+from typing import Any
+
+import attrs
+import httpx
+import pytest
+import trio
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from h1_client import (
+    WAIT,
+    RawClient,
+    connect,
+    no_connection_crashes,  # noqa: F401 - autouse fixture
+    request,
+)
+
+Scope = dict[str, Any]
+
+
+@attrs.frozen
+class Certificate:
+    certfile: str
+    keyfile: str
+
+    def client_context(self, alpn: list[str] | None = None) -> ssl.SSLContext:
+        context = ssl.create_default_context(cafile=self.certfile)
+        if alpn is not None:
+            context.set_alpn_protocols(alpn)
+        return context
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """A self-signed certificate for localhost and 127.0.0.1, valid for a day."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "palfrey test")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    directory: Path = tmp_path_factory.mktemp("tls")
+    certfile = directory / "cert.pem"
+    keyfile = directory / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return Certificate(str(certfile), str(keyfile))
+
+
+def tls_options(certificate: Certificate, **options: Any) -> dict[str, Any]:
+    return {"ssl_certfile": certificate.certfile, "ssl_keyfile": certificate.keyfile, **options}
+
+
+async def scope_app(scope: Scope, receive: Any, send: Any) -> None:
+    if scope["type"] != "http":
+        return
+    body = f"{scope['scheme']} {scope['http_version']}".encode()
+    await send({"type": "http.response.start", "status": 200})
+    await send({"type": "http.response.body", "body": body})
+
+
+async def open_tls(srv: Any, context: ssl.SSLContext) -> trio.SSLStream[trio.SocketStream]:
+    with trio.fail_after(WAIT):
+        tcp = await trio.open_tcp_stream(srv.host, srv.port)
+        tls = trio.SSLStream(tcp, context, server_hostname="localhost")
+        await tls.do_handshake()
+    return tls
+
+
+async def test_https_scheme(serve: Any, certificate: Certificate) -> None:
+    async with serve(scope_app, **tls_options(certificate)) as srv:
+        assert srv.url.startswith("https://")
+        async with httpx.AsyncClient(verify=certificate.client_context()) as client:
+            response = await client.get(srv.url)
+    assert response.text == "https 1.1"
+
+
+async def test_alpn_selects_http11(serve: Any, certificate: Certificate) -> None:
+    async with serve(scope_app, **tls_options(certificate)) as srv:
+        tls = await open_tls(srv, certificate.client_context(["h2", "http/1.1"]))
+        assert tls.selected_alpn_protocol() == "http/1.1"
+        client = RawClient(tls)
+        await client.send(request())
+        assert (await client.read_response()).body == b"https 1.1"
+        await tls.aclose()
+
+
+async def test_plaintext_on_tls_port_closes_only_that_connection(
+    serve: Any, certificate: Certificate
+) -> None:
+    async with serve(scope_app, **tls_options(certificate)) as srv:
+        tls = await open_tls(srv, certificate.client_context())
+        good = RawClient(tls)
+        async with connect(srv) as plain:
+            await plain.send(request())
+            received = await plain.read_until_closed()
+        assert not received.startswith(b"HTTP/")
+        # The TLS connection opened before still works, and so do new ones.
+        await good.send(request())
+        assert (await good.read_response()).body == b"https 1.1"
+        await tls.aclose()
+        async with httpx.AsyncClient(verify=certificate.client_context()) as client:
+            assert (await client.get(srv.url)).status_code == 200
+
+
+async def test_handshake_timeout(serve: Any, certificate: Certificate) -> None:
+    options = tls_options(certificate, timeout_tls_handshake=0.2)
+    async with serve(scope_app, **options) as srv, connect(srv) as silent:
+        start = trio.current_time()
+        await silent.assert_closed(timeout=2)
+        assert trio.current_time() - start < 1.5
+
+
+async def test_untrusted_client_abort_is_harmless(serve: Any, certificate: Certificate) -> None:
+    async with serve(scope_app, **tls_options(certificate)) as srv:
+        with pytest.raises(trio.BrokenResourceError):
+            await open_tls(srv, ssl.create_default_context())
+        async with httpx.AsyncClient(verify=certificate.client_context()) as client:
+            assert (await client.get(srv.url)).status_code == 200
+
+
+async def test_keep_alive_over_tls(serve: Any, certificate: Certificate) -> None:
+    async with serve(scope_app, **tls_options(certificate)) as srv:
+        tls = await open_tls(srv, certificate.client_context())
+        client = RawClient(tls)
+        await client.send(request() + request())
+        assert (await client.read_response()).body == b"https 1.1"
+        assert (await client.read_response()).body == b"https 1.1"
+        await tls.aclose()
+
+
+async def test_disconnect_listener_then_keep_alive_over_tls(
+    serve: Any, certificate: Certificate
+) -> None:
+    """A receive() cancelled mid-read (response done) must leave the TLS stream usable."""
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        await receive()
+        async with trio.open_nursery() as nursery:
+
+            async def listen() -> None:
+                assert (await receive())["type"] == "http.disconnect"
+
+            nursery.start_soon(listen)
+            await trio.sleep(0.01)
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"one", "more_body": True})
+            await send({"type": "http.response.body", "body": b"two"})
+
+    async with serve(app, **tls_options(certificate)) as srv:
+        tls = await open_tls(srv, certificate.client_context())
+        client = RawClient(tls)
+        for _ in range(3):
+            await client.send(request())
+            assert (await client.read_response()).body == b"onetwo"
+        await tls.aclose()
