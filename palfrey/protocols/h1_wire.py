@@ -1,0 +1,258 @@
+"""HTTP/1.1 wire rules the httptools handler re-implements exactly as h11 applies them.
+
+llhttp only parses request heads for :mod:`palfrey.protocols.httptools`; the
+chunked request body and the response head are handled here, with h11's
+grammar, normalisation and error messages, so both handlers accept, reject and
+write the same bytes.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+
+from palfrey.protocols.events import LocalProtocolError, ProtocolError
+
+# h11's grammar (RFC 9110 §5): field names are tokens; values have no NUL or
+# whitespace other than SP/HTAB runs between visible characters.
+_TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9a-zA-Z]+")
+_FIELD_VALUE = re.compile(rb"(?:[^\x00\s]+(?:[ \t]+[^\x00\s]+)*)?")
+_FIELD_LINE = re.compile(rb"([-!#$%&'*+.^_`|~0-9a-zA-Z]+):[ \t]*(.*?)[ \t]*")
+_CHUNK_HEADER = re.compile(rb"([0-9A-Fa-f]{1,20})(?:;.*)?[ \t]*\r\n")
+_LINE_END = re.compile(rb"\r?\n")
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+_FOLD = re.compile(rb"[ \t]+")
+_CONTENT_LENGTH_MAX_DIGITS = 20
+_FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection"))
+
+#: ``name: value`` lines of response fields already validated, keyed by the
+#: application's (name, value) pair: most responses repeat the same few fields
+#: (server, date, content-type), so they skip validation and formatting.
+_LINE_CACHE: dict[tuple[bytes, bytes], bytes] = {}
+_LINE_CACHE_SIZE = 1024
+
+
+class PeerError(ProtocolError):
+    """Bad input of the kind h11 reports as ``RemoteProtocolError``.
+
+    After the peer's end of file these become ``ConnectionClosed`` instead,
+    exactly as :class:`~palfrey.protocols.h11.H1Protocol` does.
+    """
+
+
+def comma_tokens(value: bytes) -> list[bytes]:
+    """h11's ``get_comma_header`` for one value: lower-cased, stripped, non-empty items."""
+    return [token for token in (item.strip() for item in value.lower().split(b",")) if token]
+
+
+class ChunkedDecoder:
+    """h11's ChunkedReader: the same grammar, the same errors, the same leniencies.
+
+    Kept in step with h11 rather than llhttp so that where a chunked body ends,
+    and whether it is valid, never depends on the ``--http`` choice.
+    """
+
+    __slots__ = ("_discard", "_left", "_trailer")
+
+    def __init__(self) -> None:
+        self._left = 0
+        self._discard = b""
+        self._trailer = False
+
+    def decode(
+        self, buf: bytes, parts: list[bytes], count: Callable[[int], None]
+    ) -> tuple[int, bool]:
+        """Append the body bytes in ``buf`` to ``parts``; return (bytes used, body complete).
+
+        ``count`` sees each piece before it is appended and may raise (body limit).
+        Unused bytes are a partial chunk line or trailer, or the next request.
+        """
+        size = len(buf)
+        pos = 0
+        while True:
+            if self._trailer:
+                end = _trailer_end(buf, pos)
+                if end < 0:
+                    return pos, False
+                return end, True
+            if self._discard:
+                got = buf[pos : pos + len(self._discard)]
+                if not got:
+                    return pos, False
+                if not self._discard.startswith(got):
+                    raise PeerError(f"malformed chunk footer: {got!r} (expected {self._discard!r})")
+                pos += len(got)
+                self._discard = self._discard[len(got) :]
+                if self._discard:
+                    return pos, False
+            if self._left == 0:
+                line_end = buf.find(b"\r\n", pos)
+                if line_end < 0:
+                    return pos, False
+                match = _CHUNK_HEADER.fullmatch(buf, pos, line_end + 2)
+                if match is None:
+                    raise PeerError(f"illegal chunk header: {buf[pos : line_end + 2]!r}")
+                pos = line_end + 2
+                self._left = int(match[1], 16)
+                if self._left == 0:
+                    self._trailer = True
+                    continue
+            if pos == size:
+                return pos, False
+            take = min(self._left, size - pos)
+            count(take)
+            parts.append(buf[pos : pos + take])
+            pos += take
+            self._left -= take
+            if self._left == 0:
+                self._discard = b"\r\n"
+
+
+def _trailer_end(buf: bytes, pos: int) -> int:
+    """Index past the trailer section starting at ``pos`` (h11's ``maybe_extract_lines``)."""
+    if buf.startswith(b"\n", pos):
+        return pos + 1
+    if buf.startswith(b"\r\n", pos):
+        return pos + 2
+    match = _BLANK_LINE.search(buf, pos)
+    if match is None:
+        return -1
+    _check_trailers(_LINE_END.split(buf[pos : match.start() + 1])[:-1])
+    return match.end()
+
+
+def _check_trailers(lines: list[bytes]) -> None:
+    """Validate trailer lines with h11's field grammar, obsolete folding and framing rules."""
+    unfolded: list[bytes] = []
+    for line in lines:
+        fold = _FOLD.match(line)
+        if fold is None:
+            unfolded.append(line)
+        elif not unfolded:
+            raise PeerError("continuation line at start of headers")
+        else:
+            unfolded[-1] = unfolded[-1] + b" " + line[fold.end() :]
+    seen_length: bytes | None = None
+    seen_encoding = False
+    for line in unfolded:
+        match = _FIELD_LINE.fullmatch(line)
+        if match is None or _FIELD_VALUE.fullmatch(match[2]) is None:
+            raise PeerError(f"illegal header line: {line!r}")
+        name = match[1].lower()
+        value = match[2]
+        if name == b"content-length":
+            lengths = {length.strip() for length in value.split(b",")}
+            length = lengths.pop() if len(lengths) == 1 else b""
+            if not _is_length(length):
+                raise PeerError("bad Content-Length")
+            if seen_length is not None and seen_length != length:
+                raise PeerError("conflicting Content-Length headers")
+            seen_length = length
+        elif name == b"transfer-encoding":
+            if seen_encoding or value.lower() != b"chunked":
+                raise PeerError("Only Transfer-Encoding: chunked is supported", 501)
+            seen_encoding = True
+
+
+def _is_length(value: bytes) -> bool:
+    return value.isdigit() and value.isascii() and len(value) <= _CONTENT_LENGTH_MAX_DIGITS
+
+
+class ResponseFields:
+    """Response fields validated and serialised like h11's ``normalize_and_validate``.
+
+    ``lines[0]`` is left for the status line. Framing fields are remembered by
+    position so the handler can drop or replace them, as h11's
+    ``set_comma_header`` does, without searching the list again.
+    """
+
+    __slots__ = ("chunked", "connection", "content_length", "length_digits", "lines", "positions")
+
+    def __init__(self, headers: Iterable[tuple[bytes, bytes]]) -> None:
+        lines = [b""]
+        self.lines = lines
+        self.positions: list[tuple[bytes, int]] = []
+        self.content_length: int | None = None
+        self.length_digits: bytes | None = None
+        self.chunked = False
+        self.connection: list[bytes] = []
+        cache = _LINE_CACHE
+        for field in headers:
+            cacheable = type(field) is tuple
+            line = cache.get(field) if cacheable else None
+            if line is not None:
+                lines.append(line)
+                continue
+            raw_name, raw_value = field
+            if (
+                raw_name == b"content-length"
+                and self.length_digits is None
+                and type(raw_value) is bytes
+                and _is_length(raw_value)
+            ):
+                # The one framing field nearly every response has, with a fresh value each time.
+                self.length_digits = raw_value
+                self.content_length = int(raw_value)
+                self.positions.append((raw_name, len(lines)))
+                lines.append(b"content-length: %s\r\n" % raw_value)
+                continue
+            name = _bytesify(raw_name)
+            value = _bytesify(raw_value)
+            if _TOKEN.fullmatch(name) is None:
+                raise LocalProtocolError(f"Illegal header name {name!r}")
+            if _FIELD_VALUE.fullmatch(value) is None:
+                raise LocalProtocolError(f"Illegal header value {value!r}")
+            lower = name.lower()
+            if lower in _FRAMING_FIELDS:
+                self._framing(lower, name, value)
+                continue
+            line = b"%s: %s\r\n" % (name, value)
+            if cacheable and name is raw_name and value is raw_value:
+                if len(cache) >= _LINE_CACHE_SIZE:
+                    cache.clear()
+                cache[field] = line
+            lines.append(line)
+
+    def _framing(self, lower: bytes, name: bytes, value: bytes) -> None:
+        if lower == b"content-length":
+            lengths = {length.strip() for length in value.split(b",")}
+            if len(lengths) != 1:
+                raise LocalProtocolError("conflicting Content-Length headers")
+            value = lengths.pop()
+            if not _is_length(value):
+                raise LocalProtocolError("bad Content-Length")
+            if self.length_digits is not None:
+                # h11 compares the digits, so "5" and "05" conflict; a repeat is dropped.
+                if value != self.length_digits:
+                    raise LocalProtocolError("conflicting Content-Length headers")
+                return
+            self.length_digits = value
+            self.content_length = int(value)
+        elif lower == b"transfer-encoding":
+            if self.chunked:
+                raise LocalProtocolError("multiple Transfer-Encoding headers")
+            value = value.lower()
+            if value != b"chunked":
+                raise LocalProtocolError("Only Transfer-Encoding: chunked is supported")
+            self.chunked = True
+        else:
+            self.connection.extend(comma_tokens(value))
+        self.positions.append((lower, len(self.lines)))
+        self.lines.append(b"%s: %s\r\n" % (name, value))
+
+    def drop(self, lower: bytes) -> None:
+        """Blank out every line of the framing field ``lower``."""
+        for name, index in self.positions:
+            if name == lower:
+                self.lines[index] = b""
+
+
+def _bytesify(value: object) -> bytes:
+    """h11's ``bytesify``: ASCII text and bytes-like objects become bytes, ints are refused."""
+    if type(value) is bytes:
+        return value
+    if isinstance(value, str):
+        return value.encode("ascii")
+    if isinstance(value, int):
+        raise TypeError("expected bytes-like object, not int")
+    return bytes(value)  # type: ignore[call-overload]

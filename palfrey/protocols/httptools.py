@@ -1,0 +1,604 @@
+"""HTTP/1.1 over httptools (llhttp): the C-accelerated :class:`ProtocolHandler`.
+
+:class:`H1HttpToolsProtocol` is a drop-in for :class:`~palfrey.protocols.h11.H1Protocol`:
+same constructor, same events, same error status codes, same bytes on the wire
+(including h11's ``Transfer-Encoding: chunked`` / ``Connection: close`` additions),
+so the server behaves the same whichever parser ``--http`` picks. The state
+machine below is h11's, reduced to what a server needs; comments name the h11
+rule each piece mirrors.
+
+llhttp parses only the request head. httptools cannot pause between pipelined
+requests or report where a message ended, so this module frames messages
+itself: it hands llhttp exactly one complete head (found with h11's ``\\n\\r?\\n``
+rule) and reads the body by ``Content-Length`` or its own chunked decoder. Bytes
+after the current request stay buffered until :meth:`start_new_cycle`, so a
+pipelining client can never make it parse more than one request ahead.
+
+Deliberate differences from h11, all on input no conforming client sends:
+llhttp answers 400 to methods it does not know, obsolete line folding, bare LF
+line endings, control characters in header values, repeated ``Content-Length``
+headers and ``HTTP/0.x``; and a request carrying both ``Content-Length`` and
+``Transfer-Encoding`` is refused with 400 (RFC 9112 §6.1) where h11 lets
+``Transfer-Encoding`` win.
+"""
+
+from __future__ import annotations
+
+import httptools
+
+from palfrey.protocols.events import (
+    BodyReceived,
+    ConnectionClosed,
+    LocalProtocolError,
+    ProtocolError,
+    ProtocolEvent,
+    RequestReceived,
+)
+from palfrey.protocols.h1_wire import ChunkedDecoder, PeerError, ResponseFields, comma_tokens
+from palfrey.protocols.status import status_line
+
+# One side's state, named after h11's states so the two handlers read alike.
+IDLE = 0
+SEND_RESPONSE = 1
+SEND_BODY = 2
+DONE = 3
+MUST_CLOSE = 4
+CLOSED = 5
+MIGHT_SWITCH = 6
+SWITCHED = 7
+ERROR = 8
+_FINISHED = (DONE, MUST_CLOSE, CLOSED)
+
+# Response body framings.
+_LENGTH = 0
+_CHUNKED = 1
+_UNTIL_CLOSE = 2
+
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\n"
+_LAST_CHUNK = b"0\r\n\r\n"
+_EMPTY_END = BodyReceived(b"", False)
+_PEER_CLOSED = ConnectionClosed("peer closed the connection")
+_PEER_CLOSED_MID_REQUEST = ConnectionClosed("peer closed in the middle of a request")
+_DATA_AFTER_EOF = ConnectionClosed("data after end of file")
+
+_SPECIAL_REQUEST_FIELDS = frozenset(
+    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
+)
+
+
+class _Head:
+    """Collects one request head from llhttp's callbacks.
+
+    Separate from the handler so that the parser (which holds these bound
+    methods) and the handler do not form a reference cycle the GC must break.
+    """
+
+    __slots__ = (
+        "chunked",
+        "close",
+        "content_length",
+        "done",
+        "error",
+        "expect",
+        "fields",
+        "hosts",
+        "upgrade",
+        "url",
+    )
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.url = b""
+        self.fields: list[tuple[bytes, bytes]] = []
+        self.hosts = 0
+        self.content_length = 0
+        self.chunked = False
+        self.close = False
+        self.expect = False
+        self.upgrade = False
+        self.done = False
+        self.error: ProtocolError | None = None
+
+    def _reject(self, message: str) -> None:
+        self.error = PeerError(message)
+        raise self.error
+
+    def on_url(self, url: bytes) -> None:
+        if self.done:
+            self._reject("more than one request in a request head")
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self.done:
+            self._reject("more than one request in a request head")
+        name = name.lower()
+        if value[-1:] in b" \t":
+            # llhttp drops the whitespace before a value but not after it.
+            value = value.rstrip(b" \t")
+        if name in _SPECIAL_REQUEST_FIELDS:
+            value = self._special(name, value)
+        self.fields.append((name, value))
+
+    def _special(self, name: bytes, value: bytes) -> bytes:
+        if name == b"host":
+            self.hosts += 1
+        elif name == b"content-length":
+            self.content_length = int(value)
+        elif name == b"transfer-encoding":
+            # h11: one Transfer-Encoding, and only "chunked"; anything else is 501,
+            # but only once the whole head has passed the grammar (so not raised here).
+            value = value.lower()
+            if (self.chunked or value != b"chunked") and self.error is None:
+                self.error = PeerError("Only Transfer-Encoding: chunked is supported", 501)
+            self.chunked = True
+        elif name == b"connection":
+            self.close = self.close or b"close" in comma_tokens(value)
+        elif name == b"expect":
+            self.expect = self.expect or b"100-continue" in comma_tokens(value)
+        elif comma_tokens(value):
+            self.upgrade = True
+        return value
+
+    def on_headers_complete(self) -> None:
+        if self.done:
+            self._reject("more than one request in a request head")
+        self.done = True
+
+
+class H1HttpToolsProtocol:
+    """One HTTP/1.1 server connection: llhttp parses heads, this class does the rest."""
+
+    __slots__ = (
+        "_body_left",
+        "_body_received",
+        "_buf",
+        "_chunks",
+        "_client",
+        "_eof",
+        "_head",
+        "_head_request",
+        "_keep_alive",
+        "_limit_request_body",
+        "_max_incomplete",
+        "_parser",
+        "_request_method",
+        "_scan",
+        "_server",
+        "_switch_pending",
+        "_their_version",
+        "_waiting_100",
+        "_write_left",
+        "_writer",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_incomplete_event_size: int = 16 * 1024,
+        limit_request_body: int | None = None,
+    ) -> None:
+        self._max_incomplete = max_incomplete_event_size
+        self._limit_request_body = limit_request_body
+        self._head = _Head()
+        self._parser: httptools.HttpRequestParser | None = None
+        self._buf = b""
+        self._scan = 0
+        self._eof = False
+        self._client = IDLE
+        self._server = IDLE
+        self._keep_alive = True
+        self._switch_pending = False
+        self._waiting_100 = False
+        self._request_method: bytes | None = None
+        self._their_version: str | None = None
+        self._head_request = False
+        self._body_left = 0
+        self._body_received = 0
+        self._chunks = ChunkedDecoder()
+        self._writer = _LENGTH
+        self._write_left = 0
+
+    # Receiving.
+
+    def receive_data(self, data: bytes) -> list[ProtocolEvent]:
+        if data:
+            if self._eof:
+                return [_DATA_AFTER_EOF]
+            self._buf = self._buf + data if self._buf else bytes(data)
+        else:
+            self._eof = True
+        return self.next_events()
+
+    def next_events(self) -> list[ProtocolEvent]:
+        events: list[ProtocolEvent] = []
+        try:
+            self._pump(events)
+        except PeerError:
+            self._client = ERROR
+            self._settle()
+            if self._eof:
+                events.append(_PEER_CLOSED_MID_REQUEST)
+                return events
+            raise
+        return events
+
+    def _pump(self, events: list[ProtocolEvent]) -> None:
+        """Parse until the current request is complete or more input is needed (h11's loop)."""
+        while True:
+            state = self._client
+            if state == SEND_BODY:
+                if not self._read_body(events):
+                    self._need_data()
+                    return
+            elif state == IDLE:
+                buf = self._buf
+                if not buf:
+                    if self._eof:
+                        self._peer_closed(events)
+                    return
+                if buf[0] < 0x21:
+                    # h11 rejects a request line starting with whitespace or CR/LF at once.
+                    raise PeerError("illegal request line")
+                end = self._head_end(buf)
+                if end < 0:
+                    self._need_data()
+                    return
+                events.append(self._parse_head(buf, end))
+            elif state == DONE:
+                # Paused: whatever is buffered waits for start_new_cycle().
+                if self._eof and not self._buf:
+                    self._peer_closed(events)
+                return
+            elif state in (MUST_CLOSE, CLOSED):
+                if self._buf:
+                    raise PeerError("Got data when expecting EOF")
+                if self._eof:
+                    self._peer_closed(events)
+                return
+            elif state == ERROR:
+                raise PeerError("Can't receive data when peer state is ERROR")
+            else:
+                return
+
+    def _need_data(self) -> None:
+        if len(self._buf) > self._max_incomplete:
+            raise PeerError("Receive buffer too long", 431)
+        if self._eof:
+            raise PeerError("peer unexpectedly closed connection")
+
+    def _peer_closed(self, events: list[ProtocolEvent]) -> None:
+        events.append(_PEER_CLOSED)
+        self._client = CLOSED
+        self._settle()
+
+    def _head_end(self, buf: bytes) -> int:
+        """Index just past the blank line ending the head, or -1 (h11's ``\\n\\r?\\n``)."""
+        start = self._scan
+        crlf = buf.find(b"\n\r\n", start)
+        if crlf >= 0:
+            lf = buf.find(b"\n\n", start, crlf + 1)
+            self._scan = 0
+            return lf + 2 if lf >= 0 else crlf + 3
+        lf = buf.find(b"\n\n", start)
+        if lf >= 0:
+            self._scan = 0
+            return lf + 2
+        self._scan = max(0, len(buf) - 2)
+        return -1
+
+    def _parse_head(self, buf: bytes, end: int) -> RequestReceived:
+        head = self._head
+        head.reset()
+        parser = self._parser
+        if parser is None:
+            parser = self._parser = httptools.HttpRequestParser(head)
+            # Like h11, accept any HTTP/d.d here (llhttp's default is 0.9, 1.x and 2.0
+            # only), so that other versions get H1Protocol's 505 below.
+            parser.set_dangerous_leniencies(lenient_version=True)
+        if end == len(buf):
+            self._buf = b""
+        else:
+            self._buf = buf[end:]
+            buf = buf[:end]
+        try:
+            parser.feed_data(buf)
+        except httptools.HttpParserUpgrade:
+            # llhttp now expects another protocol; a declined upgrade needs a fresh parser.
+            self._parser = None
+        except httptools.HttpParserCallbackError:
+            raise head.error or PeerError("malformed request head") from None
+        except httptools.HttpParserError as exc:
+            message = str(exc)
+            if "Transfer-Encoding" not in message or "Content-Length" in message:
+                raise PeerError(message) from None
+            # llhttp's own Transfer-Encoding rules: h11 refuses the same heads with 501.
+            head.error = head.error or PeerError(message, 501)
+        version = parser.get_http_version()
+        method = parser.get_method()
+        url = head.url
+        # h11's request line is method SP target SP version: llhttp also takes
+        # runs of spaces, and a line without a version as HTTP/0.9.
+        after_url = len(method) + len(url) + 2
+        if (
+            buf[len(method) + 1] == 0x20
+            or buf[after_url] == 0x20
+            or (version == "0.9" and b" HTTP/" not in buf[: buf.find(b"\n")])
+        ):
+            raise PeerError("illegal request line")
+        if head.error is not None:
+            raise head.error
+        if not head.done:
+            raise PeerError("malformed request head")
+        # h11: HTTP/1.1 needs exactly one Host, any version at most one (RFC 9112 §3.2).
+        if head.hosts != 1 and (head.hosts or version == "1.1"):
+            raise PeerError("Missing mandatory Host: header or found multiple Host: headers")
+        # The checks H1Protocol adds to h11's, in its order.
+        if method == b"CONNECT":
+            # RFC 9110 §9.3.6: an origin server need not support tunnelling.
+            raise ProtocolError("CONNECT is not supported", 405)
+        if not url.isascii():
+            raise ProtocolError("request target is not ASCII", 400)
+        if version[0] != "1":
+            raise ProtocolError("HTTP version not supported", 505)
+        fields = head.fields
+        # H1Protocol's head size (request line, fields, CRLFs) is at most the raw
+        # size plus one byte per field, so it only needs computing near the limit.
+        if end + len(fields) > self._max_incomplete:
+            size = len(method) + len(url) + 14
+            size += sum(len(name) + len(value) + 4 for name, value in fields)
+            if size > self._max_incomplete:
+                raise ProtocolError("request head too large", 431)
+        limit = self._limit_request_body
+        if limit is not None and head.content_length > limit:
+            raise ProtocolError("request body too large", 413)
+
+        self._client = SEND_BODY
+        if self._server == IDLE:
+            self._server = SEND_RESPONSE
+        self._request_method = method
+        self._head_request = method == b"HEAD"
+        self._their_version = version
+        # h11 keeps HTTP/1.0 connections alive never, HTTP/1.1 unless told to close.
+        if head.close or version < "1.1":
+            self._keep_alive = False
+        if head.upgrade:
+            self._switch_pending = True
+        self._waiting_100 = head.expect and version >= "1.1"
+        self._body_received = 0
+        if head.chunked:
+            self._body_left = -1
+            self._chunks = ChunkedDecoder()
+            self._parser = None
+        else:
+            self._body_left = head.content_length
+            if head.content_length:
+                self._parser = None
+        # RFC 9112 §2.3: a higher 1.x minor version is processed as 1.1.
+        return RequestReceived(method, url, tuple(fields), "1.0" if version == "1.0" else "1.1")
+
+    def _read_body(self, events: list[ProtocolEvent]) -> bool:
+        """Move buffered body bytes into ``events``; True once the request is complete."""
+        left = self._body_left
+        if left < 0:
+            return self._read_chunked(events)
+        if left == 0:
+            events.append(_EMPTY_END)
+            self._end_of_request()
+            return True
+        buf = self._buf
+        if not buf:
+            return False
+        if len(buf) <= left:
+            data = buf
+            self._buf = b""
+        else:
+            data = buf[:left]
+            self._buf = buf[left:]
+        left -= len(data)
+        self._body_left = left
+        self._count_body(len(data))
+        self._waiting_100 = False
+        if left:
+            events.append(BodyReceived(data, True))
+            return False
+        events.append(BodyReceived(data, False))
+        self._end_of_request()
+        return True
+
+    def _read_chunked(self, events: list[ProtocolEvent]) -> bool:
+        parts: list[bytes] = []
+        complete = False
+        try:
+            consumed, complete = self._chunks.decode(self._buf, parts, self._count_body)
+            self._buf = self._buf[consumed:]
+        finally:
+            # Like H1Protocol, the data before an error still counts if the peer has gone.
+            if parts or complete:
+                self._waiting_100 = False
+                events.append(BodyReceived(b"".join(parts), not complete))
+        if complete:
+            self._end_of_request()
+        return complete
+
+    def _count_body(self, size: int) -> None:
+        self._body_received += size
+        limit = self._limit_request_body
+        if limit is not None and self._body_received > limit:
+            raise ProtocolError("request body too large", 413)
+
+    def _end_of_request(self) -> None:
+        self._client = DONE
+        self._waiting_100 = False
+        self._settle()
+
+    def _settle(self) -> None:
+        """h11's state-triggered transitions, in h11's order (one pass reaches the fixpoint)."""
+        client = self._client
+        server = self._server
+        if self._switch_pending:
+            if client == DONE:
+                client = MIGHT_SWITCH
+        elif client == MIGHT_SWITCH:
+            client = DONE
+        if not self._keep_alive:
+            if client == DONE:
+                client = MUST_CLOSE
+            if server == DONE:
+                server = MUST_CLOSE
+        if client == MIGHT_SWITCH and server == SWITCHED:
+            client = SWITCHED
+        elif (client == CLOSED and server in (DONE, IDLE)) or (client == ERROR and server == DONE):
+            server = MUST_CLOSE
+        elif client == DONE and server == ERROR:
+            client = MUST_CLOSE
+        self._client = client
+        self._server = server
+
+    # Sending.
+
+    def send_continue(self) -> bytes:
+        if not self._waiting_100:
+            return b""
+        self._waiting_100 = False
+        return _CONTINUE
+
+    def send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if not isinstance(status, int):
+            raise LocalProtocolError("status code must be integer")
+        status = int(status)
+        if not 200 <= status < 1000:
+            raise LocalProtocolError(
+                f"Response status_code should be in range [200, 1000), not {status}"
+            )
+        fields = ResponseFields(headers)
+        if self._server not in (SEND_RESPONSE, IDLE):
+            self._fail_send()
+            raise LocalProtocolError(f"can't send a response in state {self._server}")
+        method = self._request_method
+        lines = fields.lines
+        # h11's _clean_up_response_headers_for_sending (HEAD gets GET's headers),
+        # then its _body_framing for the bytes that follow (with the real method).
+        no_body = status in (204, 304)
+        need_close = False
+        if not no_body and (fields.chunked or fields.content_length is None):
+            fields.drop(b"content-length")
+            fields.drop(b"transfer-encoding")
+            fields.content_length = None
+            version = self._their_version
+            if version is None or version < "1.1":
+                fields.chunked = False
+                need_close = method != b"HEAD"
+            else:
+                fields.chunked = True
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+        if not self._keep_alive or need_close:
+            tokens = set(fields.connection)
+            tokens.discard(b"keep-alive")
+            tokens.add(b"close")
+            fields.drop(b"connection")
+            lines.extend(b"Connection: %s\r\n" % token for token in sorted(tokens))
+            self._keep_alive = False
+        elif b"close" in fields.connection:
+            self._keep_alive = False
+        if no_body or method == b"HEAD":
+            self._writer = _LENGTH
+            self._write_left = 0
+        elif fields.chunked:
+            self._writer = _CHUNKED
+        elif fields.content_length is not None:
+            self._writer = _LENGTH
+            self._write_left = fields.content_length
+        else:
+            self._writer = _UNTIL_CLOSE
+        self._server = SEND_BODY
+        self._switch_pending = False
+        self._waiting_100 = False
+        self._settle()
+        lines[0] = status_line(status)
+        lines.append(b"\r\n")
+        return b"".join(lines)
+
+    def send_body(self, data: bytes, more: bool = False) -> bytes:
+        out = b""
+        if data and not self._head_request:
+            if self._server != SEND_BODY:
+                self._fail_send()
+                raise LocalProtocolError(f"can't send body data in state {self._server}")
+            writer = self._writer
+            if writer == _LENGTH:
+                if len(data) > self._write_left:
+                    self._fail_send()
+                    raise LocalProtocolError("Too much data for declared Content-Length")
+                self._write_left -= len(data)
+                out = data
+            elif writer == _CHUNKED:
+                if not more:
+                    out = b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+                    self._end_of_response()
+                    return out
+                out = b"%x\r\n%s\r\n" % (len(data), data)
+            else:
+                out = data
+        if not more:
+            if self._server != SEND_BODY:
+                self._fail_send()
+                raise LocalProtocolError(f"can't end the response in state {self._server}")
+            if self._writer == _LENGTH and self._write_left:
+                self._fail_send()
+                raise LocalProtocolError("Too little data for declared Content-Length")
+            if self._writer == _CHUNKED:
+                out += _LAST_CHUNK
+            self._end_of_response()
+        return out
+
+    def _end_of_response(self) -> None:
+        self._server = DONE
+        self._settle()
+
+    def _fail_send(self) -> None:
+        self._server = ERROR
+        self._settle()
+
+    def start_new_cycle(self) -> None:
+        if self._client != DONE or self._server != DONE:
+            raise LocalProtocolError("not in a reusable state")
+        self._client = IDLE
+        self._server = IDLE
+        self._request_method = None
+        self._head_request = False
+
+    def upgrade(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+        """Send ``101 Switching Protocols``; return its bytes and the bytes after the request."""
+        fields = ResponseFields(headers)
+        if self._server != SEND_RESPONSE or not self._switch_pending:
+            self._fail_send()
+            raise LocalProtocolError("no upgrade was proposed by the client")
+        self._server = SWITCHED
+        self._waiting_100 = False
+        self._settle()
+        fields.lines[0] = _SWITCHING
+        fields.lines.append(b"\r\n")
+        return b"".join(fields.lines), self._buf
+
+    # State, as h11 reports it.
+
+    @property
+    def keep_alive(self) -> bool:
+        """Whether another request may follow on this connection once both sides are done."""
+        return self._client == DONE and self._server == DONE
+
+    @property
+    def response_complete(self) -> bool:
+        return self._server in _FINISHED
+
+    @property
+    def request_complete(self) -> bool:
+        return self._client in _FINISHED
+
+    @property
+    def has_pending_input(self) -> bool:
+        """True when part of a request is buffered (decides 408 versus a silent close)."""
+        return bool(self._buf)

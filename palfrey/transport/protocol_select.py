@@ -1,0 +1,35 @@
+"""Which HTTP/1.1 handler class serves connections, from the ``http`` option."""
+
+from __future__ import annotations
+
+import functools
+from typing import TYPE_CHECKING
+
+from palfrey.protocols.h11 import H1Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from palfrey.protocols.base import ProtocolHandler
+
+    HandlerFactory = Callable[..., ProtocolHandler]
+
+
+@functools.cache
+def h1_protocol_class(http: str) -> HandlerFactory:
+    """``"h11"``, ``"httptools"`` (which must be installed) or ``"auto"`` (httptools if it imports).
+
+    Cached, so the import is attempted once per process rather than per connection.
+    Calling it at start-up makes a missing httptools fail before any connection.
+    """
+    if http == "h11":
+        return H1Protocol
+    try:
+        from palfrey.protocols.httptools import H1HttpToolsProtocol  # noqa: PLC0415
+    except ImportError as exc:
+        if http == "httptools":
+            raise RuntimeError(
+                f"--http httptools needs the httptools package: pip install 'palfrey[fast]' ({exc})"
+            ) from None
+        return H1Protocol
+    return H1HttpToolsProtocol
