@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -22,6 +23,8 @@ class ConnectionControl:
     """The handle the server keeps on one connection to close it when idle at shutdown."""
 
     idle_scope: trio.CancelScope | None = None
+    #: Set while the connection carries a WebSocket: closes it with 1012 at shutdown.
+    on_shutdown: Callable[[], None] | None = None
 
     def close_if_idle(self) -> None:
         if self.idle_scope is not None:
@@ -60,3 +63,5 @@ class ServerState:
         self.shutting_down = True
         for control in list(self.connections):
             control.close_if_idle()
+            if control.on_shutdown is not None:
+                control.on_shutdown()

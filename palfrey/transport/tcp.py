@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING
 import trio
 
 from palfrey.asgi.scope import Address
-from palfrey.protocols.h11 import H1Protocol
 from palfrey.transport.http11 import H1Connection
+from palfrey.transport.protocol_select import h1_protocol_class
 from palfrey.transport.state import ConnectionControl
 from palfrey.transport.tls import handshake
+from palfrey.transport.websocket import websocket_upgrade
 
 if TYPE_CHECKING:
     from palfrey.transport.state import ServerState
@@ -42,7 +43,7 @@ async def handle_connection(
             transport = tls
         async with trio.open_nursery() as nursery:
             config = state.config
-            protocol = H1Protocol(
+            protocol = h1_protocol_class(config.http)(
                 max_incomplete_event_size=config.h11_max_incomplete_event_size,
                 limit_request_body=config.limit_request_body,
             )
@@ -55,6 +56,8 @@ async def handle_connection(
                 scheme="https" if ssl_context is not None else "http",
                 client=client,
                 server=server,
+                # A WSGI app still gets the handshake, so its adapter can refuse it clearly.
+                upgrade_handler=websocket_upgrade if config.ws != "none" else None,
             )
             await connection.run()
             if connection.closed_with_error:

@@ -1,0 +1,387 @@
+"""One WebSocket seen from the application (ASGI ``websocket`` scope, spec 2.4).
+
+The session owns the ASGI rules — ``websocket.connect`` first, nothing
+received before the handshake is answered, 403 for a close before accept, 500
+for an app that fails or never answers, 1011 for one that fails afterwards,
+the HTTP denial response extension — and the bounded inbound queue. It knows
+nothing about frames or sockets: each transport provides a
+:class:`WebSocketTransport` (HTTP/1.1 upgrade today; RFC 8441 streams over
+HTTP/2 reuse this class unchanged).
+
+Back-pressure follows the wsproto advice (design seed 002): the reader asks the
+transport for the next message only while fewer than ``max_queue`` messages
+wait for the app, so a slow app stops the socket reads and TCP pushes back on
+the client. The disconnect is a state, not a queued message, so it never waits
+for room in the queue and always comes after the messages received before it.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections import deque
+from typing import Any, Protocol
+
+import attrs
+import trio
+
+from palfrey.asgi.errors import ClientDisconnected
+from palfrey.asgi.headers import DefaultHeaders, validate_headers
+from palfrey.asgi.types import ASGIApp, Message
+from palfrey.protocols.events import (
+    LocalProtocolError,
+    WebSocketDataReceived,
+    WebSocketDisconnected,
+    WebSocketEvent,
+)
+
+logger = logging.getLogger("palfrey.error")
+access_logger = logging.getLogger("palfrey.access")
+
+_CONNECT: dict[str, Any] = {"type": "websocket.connect"}
+_ERROR_BODY = b"Internal Server Error"
+_FORBIDDEN_BODY = b"Forbidden"
+
+NORMAL_CLOSURE = 1000
+ABNORMAL_CLOSURE = 1006
+INTERNAL_ERROR = 1011
+SERVICE_RESTART = 1012
+
+
+class WebSocketTransport(Protocol):
+    """What a transport provides for one WebSocket.
+
+    Before the handshake is answered the transport can send either the
+    accepting response or an HTTP response (``send_head``/``send_body``, as
+    in :class:`palfrey.asgi.http.HTTPStream`). Afterwards the session calls
+    ``receive_event`` from a single reader task, only while its queue has
+    room; it returns :class:`WebSocketDisconnected` exactly once, last, and
+    owns keepalive and the closing handshake's timing. Send methods raise
+    :class:`ClientDisconnected` once the WebSocket can no longer carry
+    messages.
+    """
+
+    async def accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+    async def send_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
+    ) -> None: ...
+
+    async def send_body(self, body: bytes, end: bool) -> None: ...
+
+    async def receive_event(self) -> WebSocketEvent: ...
+
+    async def send_message(self, data: bytes | str) -> None: ...
+
+    async def close(self, code: int, reason: str) -> None: ...
+
+
+class Phase(enum.Enum):
+    """Where the session is in the ASGI websocket message order."""
+
+    CONNECTING = "connecting"  # waiting for the app to answer websocket.connect
+    RESPONDING = "responding"  # sending an HTTP denial response
+    CONNECTED = "connected"  # accepted; messages flow until a disconnect is recorded
+    DONE = "done"  # the handshake was refused or the denial response is complete
+
+
+@attrs.define(slots=True, eq=False)
+class WebSocketSession:
+    """The ``receive``/``send`` pair handed to the application for one WebSocket."""
+
+    scope: dict[str, Any]
+    transport: WebSocketTransport
+    defaults: DefaultHeaders
+    max_queue: int = 32
+    phase: Phase = Phase.CONNECTING
+    #: Status of the handshake answer (101 accepted, otherwise an HTTP response), for logs.
+    status: int = 0
+    #: Most messages that waited for the app at once (back-pressure is observable in tests).
+    queue_high_water: int = 0
+    _queue: deque[Message] = attrs.Factory(deque)
+    #: (code, reason) once the WebSocket is over for the app; receive() reports it after the queue.
+    _disconnect: tuple[int, str] | None = None
+    _connect_delivered: bool = False
+    _head_sent: bool = False
+    _status_pending: int = 0
+    _headers_pending: list[tuple[bytes, bytes]] = attrs.Factory(list)
+    _answered: trio.Event = attrs.Factory(trio.Event)
+    _app_waiting: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    _reader_waiting: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    _nursery: trio.Nursery | None = None
+    _shutdown_pending: bool = False
+
+    async def serve(self, app: ASGIApp, app_nursery: trio.Nursery) -> None:
+        """Start the app in ``app_nursery`` and read messages until the WebSocket is over.
+
+        Returns once the handshake was refused or the connection closed; the
+        app task may still be running (the caller's nursery waits for it), so
+        the transport can release the socket without waiting for the app.
+        """
+        app_nursery.start_soon(self.run_app, app)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await self._answered.wait()
+            if self.phase is Phase.CONNECTED:
+                if self._shutdown_pending:
+                    self.shutdown()
+                await self._read_messages()
+            # A close still waiting for the send lock is moot once the peer is gone.
+            nursery.cancel_scope.cancel()
+            self._nursery = None
+
+    def shutdown(self) -> None:
+        """The server is stopping: close with 1012 and tell the app so right away."""
+        if self.phase is Phase.CONNECTING or self._nursery is None:
+            self._shutdown_pending = True
+            return
+        if self.phase is not Phase.CONNECTED or self._disconnect is not None:
+            return
+        self._set_disconnect(SERVICE_RESTART, "")
+        self._nursery.start_soon(self._close_quietly, SERVICE_RESTART)
+
+    async def run_app(self, app: ASGIApp) -> None:
+        """Call the app and enforce the ASGI rules on what it did; contain its errors."""
+        try:
+            await app(self.scope, self.receive, self.send)
+        except ClientDisconnected:
+            logger.debug("WebSocket client disconnected while the application was sending")
+        except Exception:
+            logger.exception("Exception in ASGI application")
+            await self._fail()
+        else:
+            if self.phase is Phase.CONNECTING:
+                logger.error("ASGI callable returned without accepting or closing the WebSocket")
+                await self._fail()
+            elif self.phase is Phase.RESPONDING:
+                logger.error("ASGI callable returned without completing the denial response")
+                await self._fail()
+            elif self._disconnect is None:
+                self._set_disconnect(NORMAL_CLOSURE, "")
+                await self._close_quietly(NORMAL_CLOSURE)
+        finally:
+            if self.phase is not Phase.CONNECTED:
+                self.phase = Phase.DONE
+            self._answered.set()
+
+    async def receive(self) -> Message:
+        if not self._connect_delivered:
+            self._connect_delivered = True
+            return dict(_CONNECT)
+        while True:
+            if self._queue:
+                message = self._queue.popleft()
+                self._reader_waiting.unpark_all()
+                return message
+            if self._disconnect is not None:
+                code, reason = self._disconnect
+                return {"type": "websocket.disconnect", "code": code, "reason": reason}
+            await self._app_waiting.park()
+
+    async def send(self, message: Message) -> None:
+        message_type = message.get("type")
+        phase = self.phase
+        if phase is Phase.CONNECTED:
+            if self._disconnect is not None:
+                raise ClientDisconnected("the WebSocket is closed")
+            if message_type == "websocket.send":
+                await self.transport.send_message(_payload(message))
+            elif message_type == "websocket.close":
+                code, reason = _close_args(message)
+                self._queue.clear()
+                self._set_disconnect(code, reason)
+                await self._close_quietly(code, reason)
+            else:
+                raise RuntimeError(
+                    "Expected ASGI message 'websocket.send' or 'websocket.close', "
+                    f"got {message_type!r}"
+                )
+        elif phase is Phase.CONNECTING:
+            if message_type == "websocket.accept":
+                await self._accept(message)
+            elif message_type == "websocket.close":
+                _close_args(message)
+                await self._respond(403, [], _FORBIDDEN_BODY)
+            elif message_type == "websocket.http.response.start":
+                status = message.get("status")
+                if type(status) is not int or not 200 <= status <= 999:
+                    raise TypeError(f"'status' must be an int from 200 to 999, got {status!r}")
+                self._headers_pending = validate_headers(message.get("headers", ()))
+                self._status_pending = status
+                self.phase = Phase.RESPONDING
+            else:
+                raise RuntimeError(
+                    "Expected ASGI message 'websocket.accept', 'websocket.close' or "
+                    f"'websocket.http.response.start', got {message_type!r}"
+                )
+        elif phase is Phase.RESPONDING:
+            if message_type != "websocket.http.response.body":
+                raise RuntimeError(
+                    f"Expected ASGI message 'websocket.http.response.body', got {message_type!r}"
+                )
+            await self._response_body(message)
+        else:
+            raise ClientDisconnected("the WebSocket is closed")
+
+    async def _accept(self, message: Message) -> None:
+        subprotocol = message.get("subprotocol")
+        if subprotocol is not None and (type(subprotocol) is not str or not subprotocol.isascii()):
+            raise TypeError(f"'subprotocol' must be an ASCII str or None, got {subprotocol!r}")
+        headers = self.defaults.merge(validate_headers(message.get("headers", ())))
+        self.phase = Phase.CONNECTED
+        self.status = 101
+        self._log_access()
+        try:
+            await self.transport.accept(subprotocol, headers)
+        finally:
+            self._answered.set()
+
+    async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        """A complete server-made response (403 for a refusal, 500 for a failure)."""
+        self.status = status
+        self._head_sent = True
+        self._log_access()
+        headers = self.defaults.merge(
+            [
+                *headers,
+                (b"content-type", b"text/plain; charset=utf-8"),
+                (b"content-length", b"%d" % len(body)),
+                (b"connection", b"close"),
+            ]
+        )
+        try:
+            await self.transport.send_head(status, headers, body, True)
+        except (ClientDisconnected, LocalProtocolError):
+            logger.debug("Client disconnected before the handshake response was sent")
+        finally:
+            self._finish_handshake()
+
+    async def _response_body(self, message: Message) -> None:
+        body = message.get("body", b"")
+        if not isinstance(body, (bytes, bytearray, memoryview)):
+            raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
+        more = message.get("more_body", False)
+        if type(more) is not bool:
+            raise TypeError(f"'more_body' must be a bool, got {more!r}")
+        try:
+            if self._head_sent:
+                await self.transport.send_body(bytes(body), not more)
+            else:
+                self._head_sent = True
+                self.status = self._status_pending
+                self._log_access()
+                headers = self.defaults.merge(self._headers_pending)
+                if not any(name == b"connection" for name, _ in headers):
+                    headers.append((b"connection", b"close"))
+                await self.transport.send_head(self.status, headers, bytes(body), not more)
+        except LocalProtocolError as exc:
+            self._finish_handshake()
+            raise RuntimeError(f"Invalid denial response: {exc}") from None
+        except ClientDisconnected:
+            self._finish_handshake()
+            raise
+        if not more:
+            self._finish_handshake()
+
+    def _finish_handshake(self) -> None:
+        """The handshake was answered with an HTTP response: the WebSocket never opens."""
+        self.phase = Phase.DONE
+        self._set_disconnect(ABNORMAL_CLOSURE, "")
+        self._answered.set()
+
+    async def _fail(self) -> None:
+        """The app failed: 500 if the handshake is unanswered, else close 1011 or cut it off."""
+        if self.phase is Phase.CONNECTED:
+            if self._disconnect is None:
+                self._set_disconnect(INTERNAL_ERROR, "")
+                await self._close_quietly(INTERNAL_ERROR)
+        elif not self._head_sent:
+            await self._respond(500, [], _ERROR_BODY)
+        else:
+            self._finish_handshake()
+
+    async def _close_quietly(self, code: int, reason: str = "") -> None:
+        try:
+            await self.transport.close(code, reason)
+        except ClientDisconnected:
+            logger.debug("WebSocket client gone before close %d could be sent", code)
+
+    def _set_disconnect(self, code: int, reason: str) -> None:
+        if self._disconnect is None:
+            self._disconnect = (code, reason)
+        self._app_waiting.unpark_all()
+        self._reader_waiting.unpark_all()
+
+    async def _read_messages(self) -> None:
+        """The reader task: queue messages for the app until the transport reports the end.
+
+        Once a disconnect is recorded (the app or the server closed) the
+        reader no longer waits for room and drops new messages, so the
+        closing handshake completes whatever the app is doing.
+        """
+        transport = self.transport
+        queue = self._queue
+        while True:
+            while len(queue) >= self.max_queue and self._disconnect is None:
+                await self._reader_waiting.park()
+            event = await transport.receive_event()
+            if isinstance(event, WebSocketDataReceived):
+                if self._disconnect is None:
+                    data = event.data
+                    if isinstance(data, str):
+                        queue.append({"type": "websocket.receive", "text": data})
+                    else:
+                        queue.append({"type": "websocket.receive", "bytes": data})
+                    self.queue_high_water = max(self.queue_high_water, len(queue))
+                    self._app_waiting.unpark_all()
+            elif isinstance(event, WebSocketDisconnected):
+                self._set_disconnect(event.code, event.reason)
+                return
+
+    def _log_access(self) -> None:
+        if not access_logger.isEnabledFor(logging.INFO):
+            return
+        scope = self.scope
+        client = scope.get("client")
+        address = f"{client[0]}:{client[1]}" if client else "-"
+        path = scope["raw_path"].decode("latin-1")
+        if scope["query_string"]:
+            path += "?" + scope["query_string"].decode("latin-1")
+        access_logger.info('%s - "WebSocket %s" %d', address, path, self.status)
+
+
+def _payload(message: Message) -> bytes | str:
+    """The data of a ``websocket.send``: exactly one of ``bytes``/``text`` is not None."""
+    data = message.get("bytes")
+    text = message.get("text")
+    if (data is None) == (text is None):
+        raise TypeError("'websocket.send' needs exactly one of 'bytes' or 'text' to be non-None")
+    if text is not None:
+        if type(text) is not str:
+            raise TypeError(f"'text' must be a str, got {type(text).__name__}")
+        return text
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"'bytes' must be bytes, got {type(data).__name__}")
+    return bytes(data)
+
+
+def _close_args(message: Message) -> tuple[int, str]:
+    code = message.get("code", NORMAL_CLOSURE)
+    if code is None:
+        code = NORMAL_CLOSURE
+    if type(code) is not int or not 1000 <= code <= 4999 or code in (1004, 1005, 1006, 1015):
+        raise ValueError(f"'code' must be a valid WebSocket close code, got {code!r}")
+    reason = message.get("reason") or ""
+    if type(reason) is not str:
+        raise TypeError(f"'reason' must be a str, got {type(reason).__name__}")
+    return code, reason
+
+
+def websocket_scope(scope: dict[str, Any], subprotocols: list[str]) -> dict[str, Any]:
+    """Turn the ``http`` scope built for the handshake request into a ``websocket`` scope."""
+    scope["type"] = "websocket"
+    scope.pop("method", None)
+    scope["scheme"] = {"http": "ws", "https": "wss"}.get(scope["scheme"], scope["scheme"])
+    scope["subprotocols"] = subprotocols
+    scope["extensions"] = {**scope.get("extensions", {}), "websocket.http.response": {}}
+    return scope
