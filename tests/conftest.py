@@ -45,7 +45,9 @@ async def run_server(app: Any, **options: Any) -> AsyncIterator[RunningServer]:
     options.setdefault("port", 0)
     options.setdefault("host", "127.0.0.1")
     config = palfrey.Config(app=app, **options)
-    asgi_app, _ = wrap_app(app, config.interface)
+    asgi_app, _ = wrap_app(
+        app, config.interface, loop=config.loop, wsgi_threads=config.wsgi_threads
+    )
     server = Server(asgi_app, config)
     async with trio.open_nursery() as nursery:
         addresses = await nursery.start(lambda task_status: server.serve(task_status=task_status))
