@@ -6,6 +6,7 @@ from typing import Any
 
 import httpx
 import trio
+import trio_websocket
 from h1_client import (
     WAIT,
     assert_still_serving,
@@ -182,3 +183,26 @@ class TestTimeouts:
                 for _ in range(2):
                     await client.send(request())
                     assert (await client.read_response()).body == b"ok"
+
+
+async def test_an_open_websocket_counts_towards_limit_concurrency(serve: Any) -> None:
+    """Like Uvicorn: a WebSocket occupies a slot for its lifetime; over the limit is 503."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept"})
+            while (await receive())["type"] != "websocket.disconnect":
+                pass
+            return
+        await ok_app(scope, receive, send)
+
+    async with serve(app, limit_concurrency=1, lifespan="off") as srv:
+        async with trio_websocket.open_websocket_url(srv.url.replace("http", "ws")):
+            await expect_status(srv, request(), 503)
+        with trio.fail_after(WAIT):
+            while True:
+                async with httpx.AsyncClient() as http:
+                    if (await http.get(srv.url)).status_code == 200:
+                        break
+                await trio.sleep(0.01)

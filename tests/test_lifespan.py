@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 from typing import Any
 
 import httpx
@@ -12,6 +13,7 @@ from h1_client import WAIT, ok_app
 
 import palfrey
 from palfrey.asgi.lifespan import LifespanFailure
+from palfrey.transport.errors import BindError
 
 Scope = dict[str, Any]
 
@@ -166,10 +168,22 @@ async def test_exception_during_shutdown_is_logged(
         await receive()
         raise RuntimeError("shutdown exploded")
 
-    with caplog.at_level(logging.ERROR, logger="palfrey"):
+    with caplog.at_level(logging.INFO, logger="palfrey"):
         async with serve(app):
             pass
     assert any("shutdown exploded" in str(r.exc_info) for r in caplog.records)
+    assert not any("shutdown complete" in r.getMessage() for r in caplog.records)
+
+
+async def test_bind_failure_still_runs_lifespan_shutdown() -> None:
+    events: list[str] = []
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = palfrey.Config(host="127.0.0.1", port=taken.getsockname()[1])
+        with pytest.raises(BindError, match="address already in use"), trio.fail_after(WAIT):
+            await palfrey.serve(lifespan_app(events), config)
+    assert events[-2:] == ["startup", "shutdown"]
 
 
 async def test_shutdown_timeout_does_not_hang(serve: Any, caplog: pytest.LogCaptureFixture) -> None:

@@ -185,3 +185,12 @@ def test_env_var_reaches_the_server() -> None:
     assert httpx.get(url).headers["x-from-env"] == "yes"
     process.send_signal(signal.SIGTERM)
     assert finish(process, lines)[0] == 0
+
+
+def test_missing_tls_certificate_is_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    result = run("palfrey.demo:app", "--port", "0", "--ssl-certfile", str(missing))
+    assert result.returncode == 1
+    assert f"could not load the TLS certificate '{missing}'" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "Application startup" not in result.stderr

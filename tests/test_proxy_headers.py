@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 from h1_client import (
     connect,
@@ -151,3 +152,23 @@ class TestTrustedHosts:
 
     def test_empty_trusts_nothing(self) -> None:
         assert "127.0.0.1" not in TrustedHosts("")
+
+
+async def test_unix_socket_peer_is_trusted_only_with_star(serve: Any, tmp_path: Any) -> None:
+    """A UNIX socket has no peer address, so only ``--forwarded-allow-ips '*'`` trusts it."""
+    seen: list[Any] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["scheme"], scope["client"]))
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body"})
+
+    headers = {"x-forwarded-for": "203.0.113.9", "x-forwarded-proto": "https"}
+    for allowed, expected in (("127.0.0.1", ("http", None)), ("*", ("https", ("203.0.113.9", 0)))):
+        path = str(tmp_path / f"{len(seen)}.sock")
+        async with serve(app, uds=path, forwarded_allow_ips=allowed, lifespan="off"):
+            transport = httpx.AsyncHTTPTransport(uds=path)
+            async with httpx.AsyncClient(transport=transport) as client:
+                assert (await client.get("http://palfrey/", headers=headers)).status_code == 200
+        assert seen[-1] == expected

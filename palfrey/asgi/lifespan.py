@@ -53,7 +53,9 @@ class Lifespan:
         logger.info("Waiting for application shutdown.")
         await self._send_channel.send({"type": "lifespan.shutdown"})
         reply = await self._reply("shutdown")
-        if reply is not None and reply["type"] == "lifespan.shutdown.failed":
+        if reply is None:
+            return
+        if reply["type"] == "lifespan.shutdown.failed":
             logger.error("Application shutdown failed: %s", reply.get("message", ""))
         else:
             logger.info("Application shutdown complete.")

@@ -51,7 +51,9 @@ class ProxyHeadersMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] in ("http", "websocket"):
             client = scope.get("client")
-            if client is not None and client[0] in self.trusted:
+            # A UNIX socket peer has no address: only '*' trusts it.
+            trusted = self.trusted.always if client is None else client[0] in self.trusted
+            if trusted:
                 self._apply(scope)
         await self.app(scope, receive, send)
 

@@ -133,6 +133,20 @@ class Config:
         kind="path",
         group="application",
     )
+    loop: str = _option(
+        "trio",
+        "Event loop the application is written for; 'asyncio' runs it under trio-asyncio"
+        " (pip install 'palfrey[asyncio]').",
+        choices=("trio", "asyncio"),
+        group="application",
+    )
+    wsgi_threads: int = _option(
+        40,
+        "Worker threads for a WSGI application: the most WSGI requests running at once.",
+        kind="int",
+        validator=_at_least(1),
+        group="application",
+    )
 
     host: str = _option("127.0.0.1", "Bind socket to this host.", group="socket")
     port: int = _option(
@@ -350,6 +364,11 @@ class Config:
         negatable=True,
         group="logging",
     )
+
+    def __attrs_post_init__(self) -> None:
+        """Checks that involve more than one option."""
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile is set without ssl_certfile; TLS needs the certificate")
 
     @property
     def is_ssl(self) -> bool:

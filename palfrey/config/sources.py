@@ -292,7 +292,10 @@ def build_config(settings: Mapping[str, Setting]) -> Config:
             field.validator(None, field, setting.value)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{setting.source}: {_reason(exc, name)}") from None
-    return Config(**{name: setting.value for name, setting in settings.items()})
+    try:
+        return Config(**{name: setting.value for name, setting in settings.items()})
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def load_config(

@@ -12,14 +12,14 @@ from typing import Any
 
 import trio
 
-from palfrey.asgi.interfaces import AppInterfaceError, wrap_app
+from palfrey.asgi.interfaces import AppInterfaceError, prepare_loop, wrap_app
 from palfrey.asgi.lifespan import LifespanFailure
 from palfrey.config.errors import ConfigError
 from palfrey.config.importer import load_app
 from palfrey.config.schema import Config
 from palfrey.server.logging import configure_logging
 from palfrey.server.server import Server
-from palfrey.transport.listeners import BindError
+from palfrey.transport.errors import ServeError
 
 logger = logging.getLogger("palfrey.error")
 
@@ -32,7 +32,14 @@ def run_config(config: Config) -> int:
     """Load the app named by ``config`` and serve it until shutdown; returns the exit status."""
     configure_logging(config.log_level, access_log=config.access_log)
     try:
-        app, interface = wrap_app(load_app(config), config.interface)
+        prepare_loop(config.loop)
+        app, interface = wrap_app(
+            load_app(config),
+            config.interface,
+            loop=config.loop,
+            wsgi_threads=config.wsgi_threads,
+            name=config.app if isinstance(config.app, str) else None,
+        )
     except (ConfigError, AppInterfaceError) as exc:
         print(f"palfrey: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
@@ -43,7 +50,7 @@ def run_config(config: Config) -> int:
     except LifespanFailure as exc:
         logger.error("Application startup failed: %s", exc)
         return EXIT_STARTUP_FAILED
-    except BindError as exc:
+    except ServeError as exc:
         logger.error("%s", exc)
         return EXIT_ERROR
     return EXIT_OK

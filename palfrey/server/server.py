@@ -19,13 +19,15 @@ from typing import Any
 
 import trio
 
+from palfrey.asgi.asyncio_bridge import open_app_loop
 from palfrey.asgi.headers import DefaultHeaders
 from palfrey.asgi.interfaces import wrap_app
 from palfrey.asgi.lifespan import Lifespan, LifespanFailure
 from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
 from palfrey.asgi.types import ASGIApp
 from palfrey.config.schema import Config
-from palfrey.transport.listeners import BindError, describe, open_listeners
+from palfrey.transport.errors import BindError, ServeError
+from palfrey.transport.listeners import describe, open_listeners
 from palfrey.transport.state import ServerState
 from palfrey.transport.tcp import handle_connection
 from palfrey.transport.tls import create_ssl_context
@@ -95,7 +97,8 @@ class Server:
             guard.start_soon(self._shutdown_when_cancelled)
             with trio.CancelScope(shield=True):
                 try:
-                    await self._run(handle_signals, task_status)
+                    async with open_app_loop(self.config.loop):
+                        await self._run(handle_signals, task_status)
                 except BaseExceptionGroup as group:
                     failure = _startup_failure(group)
                     if failure is None:
@@ -118,6 +121,7 @@ class Server:
             self._root_scope = root.cancel_scope
             if handle_signals:
                 root.start_soon(self._watch_signals)
+            ssl_context = self._ssl_context()
             lifespan = Lifespan(
                 state.app,
                 mode=config.lifespan,
@@ -133,8 +137,12 @@ class Server:
             if startup_scope.cancelled_caught:
                 root.cancel_scope.cancel()
                 return
-            listeners = await open_listeners(config)
-            ssl_context = self._ssl_context()
+            try:
+                listeners = await open_listeners(config)
+            except BindError:
+                # Startup ran, so the app gets its shutdown before we give up.
+                await lifespan.shutdown()
+                raise
             async with trio.open_nursery() as connections:
                 listening = trio.CancelScope()
                 connections.start_soon(self._accept, listening, listeners, connections, ssl_context)
@@ -193,7 +201,7 @@ class Server:
 
 def _startup_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
     """The user-facing start-up error a group carries, if that is all it carries."""
-    matched, rest = group.split((LifespanFailure, BindError))
+    matched, rest = group.split((LifespanFailure, ServeError))
     if matched is None or rest is not None:
         return None
     while isinstance(matched, BaseExceptionGroup):
@@ -213,5 +221,7 @@ async def serve(
     addresses back once the server accepts connections; cancel the
     surrounding scope to shut it down gracefully. Signals stay the caller's.
     """
-    asgi_app, _ = wrap_app(app, config.interface)
+    asgi_app, _ = wrap_app(
+        app, config.interface, loop=config.loop, wsgi_threads=config.wsgi_threads
+    )
     await Server(asgi_app, config).serve(task_status=task_status)

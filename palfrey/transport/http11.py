@@ -156,24 +156,29 @@ class H1Connection:
             root_path=state.config.root_path,
             state=state.lifespan_state,
         )
+        limiter = state.limiter
+        if limiter is not None:
+            # The connection is the borrower: it serves one request (or WebSocket) at a time.
+            try:
+                limiter.acquire_on_behalf_of_nowait(self)
+            except trio.WouldBlock:
+                await self.send_error(503, "Service Unavailable")
+                return False
+        try:
+            return await self._dispatch(request, scope)
+        finally:
+            if limiter is not None:
+                limiter.release_on_behalf_of(self)
+
+    async def _dispatch(self, request: RequestReceived, scope: dict[str, Any]) -> bool:
+        """Hand the request to an upgrade handler or to the app; True to keep the connection."""
         if self.upgrade_handler is not None and _wants_upgrade(request):
             handled = await self.upgrade_handler(self, request, scope)
             if handled:
                 return False
         self._awaiting_continue = _expects_continue(request)
-        cycle = HTTPCycle(scope=scope, stream=self, defaults=state.defaults)
-        limiter = state.limiter
-        if limiter is not None:
-            try:
-                limiter.acquire_on_behalf_of_nowait(cycle)
-            except trio.WouldBlock:
-                await self.send_error(503, "Service Unavailable")
-                return False
-        try:
-            await cycle.run(state.app)
-        finally:
-            if limiter is not None:
-                limiter.release_on_behalf_of(cycle)
+        cycle = HTTPCycle(scope=scope, stream=self, defaults=self.state.defaults)
+        await cycle.run(self.state.app)
         if self.pending_error is not None:
             if not cycle.head_sent:
                 await self.send_error(self.pending_error.status_code, str(self.pending_error))
@@ -185,7 +190,7 @@ class H1Connection:
             return False
         if not await self._drain_request_body():
             return False
-        return self.protocol.keep_alive and not state.shutdown_requested.is_set()
+        return self.protocol.keep_alive and not self.state.shutdown_requested.is_set()
 
     async def _drain_request_body(self) -> bool:
         """Read and drop the body the app did not read, if it is small enough to be worth it."""

@@ -10,12 +10,10 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from palfrey.transport.errors import BindError
+
 if TYPE_CHECKING:
     from palfrey.config.schema import Config
-
-
-class BindError(Exception):
-    """A listener could not be opened; the message is meant for the user as is."""
 
 
 async def open_listeners(config: Config) -> list[trio.SocketListener]:

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from palfrey.transport.errors import TLSSetupError
+
 if TYPE_CHECKING:
     from palfrey.config.schema import Config
 
@@ -14,18 +16,31 @@ if TYPE_CHECKING:
 def create_ssl_context(config: Config, alpn_protocols: list[str]) -> ssl.SSLContext:
     """The server context; ALPN offers ``alpn_protocols`` in order of preference."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(
-        config.ssl_certfile,  # type: ignore[arg-type]
-        config.ssl_keyfile,
-        password=config.ssl_keyfile_password,
-    )
+    try:
+        context.load_cert_chain(
+            config.ssl_certfile,  # type: ignore[arg-type]
+            config.ssl_keyfile,
+            password=config.ssl_keyfile_password,
+        )
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSSetupError(
+            f"could not load the TLS certificate {config.ssl_certfile!r}"
+            f"{f' with key {config.ssl_keyfile!r}' if config.ssl_keyfile else ''}: {_reason(exc)}"
+        ) from None
     context.verify_mode = ssl.VerifyMode(config.ssl_cert_reqs)
-    if config.ssl_ca_certs:
-        context.load_verify_locations(config.ssl_ca_certs)
-    if config.ssl_ciphers:
-        context.set_ciphers(config.ssl_ciphers)
+    try:
+        if config.ssl_ca_certs:
+            context.load_verify_locations(config.ssl_ca_certs)
+        if config.ssl_ciphers:
+            context.set_ciphers(config.ssl_ciphers)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSSetupError(f"invalid TLS CA certificates or ciphers: {_reason(exc)}") from None
     context.set_alpn_protocols(alpn_protocols)
     return context
+
+
+def _reason(exc: OSError | ssl.SSLError) -> str:
+    return exc.strerror or getattr(exc, "reason", None) or str(exc)
 
 
 async def handshake(

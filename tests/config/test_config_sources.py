@@ -387,3 +387,9 @@ def test_tls_example_sets_certificates():
     config = load("--config", str(REPO_ROOT / "config" / "tls.toml"))
     assert config.is_ssl
     assert config.ssl_keyfile is not None
+
+
+def test_keyfile_without_certfile_is_refused() -> None:
+    assert error_of("m:a", "--ssl-keyfile", "key.pem") == (
+        "ssl_keyfile is set without ssl_certfile; TLS needs the certificate"
+    )

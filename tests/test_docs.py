@@ -1,0 +1,266 @@
+"""The documentation stays true to the code.
+
+* Every option in the schema has a section in ``docs/configuration.md`` that
+  gives its command-line spelling, TOML key and group table, environment
+  variable, type and default, under the heading of its group. Adding an
+  option without documenting it fails here.
+* Every ``--flag`` and ``PALFREY_*`` variable the docs mention exists, and every
+  TOML example in the docs is accepted by the real config-file reader.
+* The README opens with the serve and test commands, and the test command is
+  exactly what ``.ci/run`` runs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+
+from palfrey.config.cli import build_parser
+from palfrey.config.schema import Option, options
+from palfrey.config.sources import env_var_name, load_config, read_config_file
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = ROOT / "docs"
+CONFIGURATION = DOCS / "configuration.md"
+README = ROOT / "README.md"
+
+SERVE_COMMAND = (
+    "python3 -m venv .venv && .venv/bin/pip install -e . && "
+    ".venv/bin/palfrey --config config/palfrey.toml"
+)
+
+#: The type word each option kind is described with in the reference.
+KIND_WORDS = {
+    "str": "string",
+    "path": "path",
+    "int": "integer",
+    "float": "number",
+    "bool": "boolean",
+    "list": "list of strings",
+}
+
+#: Flags of other tools (pip, pytest) that the docs may quote.
+FOREIGN_FLAGS = {"--no-cache-dir", "--upgrade"}
+#: Misspelt flags the configuration page shows being rejected.
+EXAMPLE_TYPOS = {"--prot", "--time"}
+
+
+def default_text(field: attrs.Attribute[Any]) -> str:
+    """How a default is written in the reference: as ``--help`` shows it."""
+    value = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+    if value is None:
+        return "default: unset"
+    if isinstance(value, bool):
+        return f"default: `{'true' if value else 'false'}`"
+    if isinstance(value, list):
+        return "default: none" if not value else f"default: `{', '.join(value)}`"
+    if value == "":
+        return 'default: `""`'
+    return f"default: `{value}`"
+
+
+def command_line_spellings() -> dict[str, list[str]]:
+    """Field name -> how it is typed on the command line (``--x``, ``--no-x`` or ``APP``)."""
+    spellings: dict[str, list[str]] = {}
+    for action in build_parser()._actions:
+        if action.option_strings:
+            spellings[action.dest] = list(action.option_strings)
+        elif action.dest != "help":
+            spellings[action.dest] = [str(action.metavar)]
+    return spellings
+
+
+def split_sections(text: str, level: int) -> dict[str, str]:
+    """Heading text -> body, for headings of exactly ``level`` ``#``."""
+    marker = "#" * level + " "
+    sections: dict[str, str] = {}
+    current: str | None = None
+    lines: list[str] = []
+    in_code = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        if not in_code and line.startswith(marker):
+            if current is not None:
+                sections[current] = "\n".join(lines)
+            current, lines = line[len(marker) :].strip(), []
+        elif current is not None:
+            lines.append(line)
+    if current is not None:
+        sections[current] = "\n".join(lines)
+    return sections
+
+
+def option_sections() -> dict[str, tuple[str, str]]:
+    """Option heading (``--port``, ``APP``, ...) -> (its group heading, its section body)."""
+    found: dict[str, tuple[str, str]] = {}
+    for group_heading, group_body in split_sections(CONFIGURATION.read_text(), 2).items():
+        for heading, body in split_sections(group_body, 3).items():
+            found[heading.strip("`")] = (group_heading, body)
+    return found
+
+
+def code_blocks(text: str) -> list[tuple[str, str]]:
+    """Every fenced block as (info string, content)."""
+    return [
+        (match["info"].strip(), match["body"])
+        for match in re.finditer(r"^```(?P<info>[^\n]*)\n(?P<body>.*?)^```", text, re.M | re.S)
+    ]
+
+
+def doc_files() -> list[Path]:
+    return [README, *sorted(DOCS.glob("*.md"))]
+
+
+OPTIONS = options()
+
+
+def test_every_option_is_documented() -> None:
+    assert len(OPTIONS) > 30  # the schema really was read
+    sections = option_sections()
+    spellings = command_line_spellings()
+    problems = []
+    for field, option in OPTIONS:
+        if not option.cli:
+            # Python-only options: no flag, TOML key or variable; documented by name.
+            heading = field.name
+            if heading not in sections:
+                problems.append(f"{field.name}: no '### `{field.name}`' section")
+            elif "Python only" not in sections[heading][1]:
+                problems.append(f"{field.name}: section must say 'Python only'")
+            continue
+        typed = spellings[field.name]
+        heading = typed[0]
+        if heading not in sections:
+            problems.append(f"{field.name}: no '### `{heading}`' section")
+            continue
+        group_heading, body = sections[heading]
+        expected = [
+            *(f"`{spelling}`" for spelling in typed[1:]),
+            f"`{field.name}`",
+            f"`[{option.group}]`",
+            f"`{env_var_name(field.name)}`",
+            default_text(field),
+            KIND_WORDS[option.kind],
+        ]
+        if option.choices is not None:
+            expected.extend(f"`{choice}`" for choice in option.choices)
+        problems.extend(f"{field.name}: {text!r} missing" for text in expected if text not in body)
+        if option.group not in group_heading.lower():
+            problems.append(f"{field.name}: under '## {group_heading}', not its {option.group!r}")
+    assert not problems, "docs/configuration.md is out of date:\n" + "\n".join(problems)
+
+
+def test_reference_documents_no_missing_option() -> None:
+    documented = set(option_sections())
+    known = {spelling for typed in command_line_spellings().values() for spelling in typed[:1]}
+    known |= {field.name for field, option in OPTIONS if not option.cli}
+    assert documented <= known, f"documented but not in the schema: {documented - known}"
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda path: path.name)
+def test_flags_and_variables_in_the_docs_exist(path: Path) -> None:
+    text = path.read_text()
+    flags = {s for action in build_parser()._actions for s in action.option_strings}
+    variables = {env_var_name(field.name) for field, _ in OPTIONS} | {"PALFREY_CONFIG"}
+    mentioned_flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*)", text))
+    unknown_flags = mentioned_flags - flags - FOREIGN_FLAGS - EXAMPLE_TYPOS
+    mentioned_variables = set(re.findall(r"\bPALFREY_[A-Z0-9_]*[A-Z0-9]\b", text))
+    # ``PALFREY_<NAME>`` style placeholders are not variables.
+    unknown_variables = mentioned_variables - variables
+    assert not unknown_flags, f"{path.name} mentions flags palfrey lacks: {unknown_flags}"
+    assert not unknown_variables, f"{path.name} mentions unknown variables: {unknown_variables}"
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda path: path.name)
+def test_toml_examples_are_valid_config(path: Path, tmp_path: Path) -> None:
+    for number, (info, body) in enumerate(code_blocks(path.read_text())):
+        if info != "toml":
+            continue
+        example = tmp_path / f"example{number}.toml"
+        example.write_text(body)
+        read_config_file(str(example))
+
+
+def test_bundled_config_files_load() -> None:
+    for path in sorted((ROOT / "config").glob("*.toml")):
+        assert read_config_file(str(path))["app"].value == "palfrey.demo:app"
+
+
+def readme_commands() -> tuple[str, str]:
+    text = README.read_text()
+    blocks = code_blocks(text)
+    assert len(blocks) >= 2
+    (serve_info, serve), (test_info, test) = blocks[:2]
+    assert serve_info in ("sh", "shell", "bash")
+    assert test_info in ("sh", "shell", "bash")
+    before = text[: text.index("```")]
+    assert before.startswith("# Palfrey")
+    assert before.count("\n#") == 0, "the commands must come before any other section"
+    return serve.strip(), test.strip()
+
+
+def ci_command() -> str:
+    lines = (ROOT / ".ci" / "run").read_text().splitlines()
+    commands = [line.strip() for line in lines if line.strip().startswith("python3 -m venv")]
+    assert len(commands) == 1, ".ci/run should run one install-and-test command"
+    return commands[0]
+
+
+def test_readme_starts_with_serve_and_test_commands() -> None:
+    serve, test = readme_commands()
+    assert serve == SERVE_COMMAND
+    assert test == ci_command()
+    assert test.startswith("python3 -m venv .venv && .venv/bin/pip install ")
+    assert "-e '.[dev]'" in test
+    assert test.split(" && ")[-1].split()[0] == ".venv/bin/pytest"
+
+
+def test_readme_serve_command_names_a_working_config() -> None:
+    serve, _ = readme_commands()
+    config_path = serve.rsplit("--config ", 1)[1]
+    config = load_config(["--config", str(ROOT / config_path)], environ={})
+    assert config.app == "palfrey.demo:app"
+
+
+def test_kind_words_cover_every_kind() -> None:
+    kinds: set[str] = {option.kind for _, option in OPTIONS}
+    assert kinds <= set(KIND_WORDS)
+    assert all(isinstance(option, Option) for _, option in OPTIONS)
+
+
+def heading_anchor(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to dashes."""
+    text = heading.strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    text = path.read_text()
+    found = set()
+    in_code = False
+    for line in text.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif not in_code and (match := re.match(r"#{1,6} (.*)", line)):
+            found.add(heading_anchor(match.group(1)))
+    return found
+
+
+@pytest.mark.parametrize("path", doc_files(), ids=lambda path: path.name)
+def test_relative_links_resolve(path: Path) -> None:
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+        if re.match(r"[a-z]+:", target):
+            continue  # http:, https:, mailto:
+        file_part, _, fragment = target.partition("#")
+        linked = (path.parent / file_part).resolve() if file_part else path
+        missing_anchor = bool(fragment) and linked.suffix == ".md"
+        if not linked.exists() or (missing_anchor and fragment not in anchors(linked)):
+            broken.append(target)
+    assert not broken, f"{path.name} has broken links: {broken}"
