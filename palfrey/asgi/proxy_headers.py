@@ -12,6 +12,8 @@ import ipaddress
 
 from palfrey.asgi.types import ASGIApp, Receive, Scope, Send
 
+#: Trust decisions remembered before the cache is emptied (bounds memory under many clients).
+_DECISION_CACHE_SIZE = 1024
 _KNOWN_SCHEMES = frozenset({"http", "https", "ws", "wss"})
 
 
@@ -23,6 +25,8 @@ class TrustedHosts:
         self.always = "*" in items
         self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self.literals: set[str] = set()
+        # Parsing an address costs more than the rest of the middleware; clients repeat.
+        self._decisions: dict[str, bool] = {}
         for item in items:
             try:
                 self.networks.append(ipaddress.ip_network(item, strict=False))
@@ -34,6 +38,15 @@ class TrustedHosts:
             return True
         if not isinstance(host, str):
             return False
+        trusted = self._decisions.get(host)
+        if trusted is None:
+            trusted = self._decide(host)
+            if len(self._decisions) >= _DECISION_CACHE_SIZE:
+                self._decisions.clear()
+            self._decisions[host] = trusted
+        return trusted
+
+    def _decide(self, host: str) -> bool:
         try:
             address = ipaddress.ip_address(host)
         except ValueError:

@@ -194,6 +194,8 @@ class H1Connection:
 
     async def _drain_request_body(self) -> bool:
         """Read and drop the body the app did not read, if it is small enough to be worth it."""
+        if self.protocol.request_complete:
+            return True
         drained = 0
         with trio.move_on_after(self.state.config.timeout_keep_alive):
             while not self.protocol.request_complete:
