@@ -31,6 +31,7 @@ from palfrey.protocols.events import (
 )
 from palfrey.protocols.h11 import H1Protocol
 from palfrey.protocols.httptools import H1HttpToolsProtocol
+from palfrey.transport.errors import ServeError
 from palfrey.transport.protocol_select import h1_protocol_class
 
 EOF = b""
@@ -500,7 +501,7 @@ def test_protocol_selection(monkeypatch: pytest.MonkeyPatch) -> None:
     h1_protocol_class.cache_clear()
     monkeypatch.setitem(sys.modules, "palfrey.protocols.httptools", None)
     assert h1_protocol_class("auto") is H1Protocol
-    with pytest.raises(RuntimeError, match=r"pip install 'palfrey\[fast\]'"):
+    with pytest.raises(ServeError, match=r"pip install 'palfrey\[fast\]'"):
         h1_protocol_class("httptools")
 
 

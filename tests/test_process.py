@@ -194,3 +194,13 @@ def test_missing_tls_certificate_is_one_line(tmp_path: Path) -> None:
     assert f"could not load the TLS certificate '{missing}'" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Application startup" not in result.stderr
+
+
+def test_banner_names_the_protocols_in_use() -> None:
+    process = start("palfrey.demo:app", "--http", "h11", "--ws", "none", "--lifespan", "off")
+    lines: list[str] = []
+    wait_for_url(process, lines)
+    process.send_signal(signal.SIGTERM)
+    _, output = finish(process, lines)
+    assert "Protocols: HTTP/1.1 (h11), WebSocket (off)" in output
+    assert "Application interface: asgi3" in output

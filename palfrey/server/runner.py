@@ -43,7 +43,7 @@ def run_config(config: Config) -> int:
     except (ConfigError, AppInterfaceError) as exc:
         print(f"palfrey: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    logger.info("Protocols: HTTP/1.1 (h11); interface: %s", interface)
+    logger.info("Application interface: %s", interface)
     server = Server(app, config)
     try:
         trio.run(_serve_with_signals, server)

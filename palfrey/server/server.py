@@ -26,8 +26,10 @@ from palfrey.asgi.lifespan import Lifespan, LifespanFailure
 from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
 from palfrey.asgi.types import ASGIApp
 from palfrey.config.schema import Config
+from palfrey.protocols.h11 import H1Protocol
 from palfrey.transport.errors import BindError, ServeError
 from palfrey.transport.listeners import describe, open_listeners
+from palfrey.transport.protocol_select import h1_protocol_class
 from palfrey.transport.state import ServerState
 from palfrey.transport.tcp import handle_connection
 from palfrey.transport.tls import create_ssl_context
@@ -122,6 +124,7 @@ class Server:
             if handle_signals:
                 root.start_soon(self._watch_signals)
             ssl_context = self._ssl_context()
+            http_protocol = h1_protocol_class(config.http)
             lifespan = Lifespan(
                 state.app,
                 mode=config.lifespan,
@@ -149,7 +152,7 @@ class Server:
                 addresses = [
                     describe(listener, tls=ssl_context is not None) for listener in listeners
                 ]
-                self._announce(addresses)
+                self._announce(addresses, http_protocol)
                 task_status.started(addresses)
                 await state.shutdown_requested.wait()
                 logger.info("Shutting down")
@@ -183,8 +186,11 @@ class Server:
             return None
         return create_ssl_context(self.config, ["http/1.1"])
 
-    def _announce(self, addresses: list[str]) -> None:
+    def _announce(self, addresses: list[str], http_protocol: object) -> None:
         logger.info("Started server process [%d]", os.getpid())
+        parser = "h11" if http_protocol is H1Protocol else "httptools"
+        websocket = "off" if self.config.ws == "none" else "wsproto"
+        logger.info("Protocols: HTTP/1.1 (%s), WebSocket (%s)", parser, websocket)
         for address in addresses:
             logger.info("Palfrey running on %s (Press CTRL+C to quit)", address)
 

@@ -6,6 +6,7 @@ import functools
 from typing import TYPE_CHECKING
 
 from palfrey.protocols.h11 import H1Protocol
+from palfrey.transport.errors import ServeError
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -28,7 +29,7 @@ def h1_protocol_class(http: str) -> HandlerFactory:
         from palfrey.protocols.httptools import H1HttpToolsProtocol  # noqa: PLC0415
     except ImportError as exc:
         if http == "httptools":
-            raise RuntimeError(
+            raise ServeError(
                 f"--http httptools needs the httptools package: pip install 'palfrey[fast]' ({exc})"
             ) from None
         return H1Protocol
