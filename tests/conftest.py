@@ -56,7 +56,16 @@ async def run_server(app: Any, **options: Any) -> AsyncIterator[RunningServer]:
         server.request_shutdown()
 
 
-@pytest.fixture
-def serve() -> Callable[..., Any]:
-    """``async with serve(app, **options) as srv:`` starts a real server on an ephemeral port."""
-    return run_server
+@pytest.fixture(params=["h11", "httptools"])
+def serve(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """``async with serve(app, **options) as srv:`` starts a real server on an ephemeral port.
+
+    Every test using it runs once per HTTP/1.1 parser, so both handlers are held to
+    the same behaviour; a test that passes ``http=`` itself picks one.
+    """
+
+    def serve_with_parser(app: Any, **options: Any) -> Any:
+        options.setdefault("http", request.param)
+        return run_server(app, **options)
+
+    return serve_with_parser

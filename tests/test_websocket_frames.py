@@ -13,25 +13,12 @@ from typing import Any
 
 import pytest
 import trio
+from ws_client import WAIT
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Event, Ping, Pong, TextMessage
 
 import palfrey.transport.websocket as websocket_transport
 from palfrey.asgi.websocket import WebSocketSession
-
-WAIT = 10.0
-
-
-@pytest.fixture(params=["h11", "httptools"])
-def serve(request: pytest.FixtureRequest, serve: Any) -> Any:
-    """The shared ``serve`` fixture, once with each HTTP/1.1 handler doing the handshake."""
-
-    def run(app: Any, **options: Any) -> Any:
-        options.setdefault("http", request.param)
-        return serve(app, **options)
-
-    return run
-
 
 HANDSHAKE = (
     b"GET /raw HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"

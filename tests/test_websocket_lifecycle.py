@@ -16,34 +16,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect as ws_connect
-
-WAIT = 10.0
-
-
-@pytest.fixture(params=["h11", "httptools"])
-def serve(request: pytest.FixtureRequest, serve: Any) -> Any:
-    """The shared ``serve`` fixture, once with each HTTP/1.1 handler doing the handshake."""
-
-    def run(app: Any, **options: Any) -> Any:
-        options.setdefault("http", request.param)
-        return serve(app, **options)
-
-    return run
-
-
-def ws_url(srv: Any, path: str = "/") -> str:
-    return srv.url.replace("http://", "ws://") + path
-
-
-async def in_thread(fn: Callable[[], Any]) -> Any:
-    return await trio.to_thread.run_sync(fn, abandon_on_cancel=True)
-
-
-def sync_client(url: str, **options: Any) -> Any:
-    options.setdefault("open_timeout", WAIT)
-    options.setdefault("close_timeout", WAIT)
-    return ws_connect(url, proxy=None, **options)
+from ws_client import WAIT, in_thread, sync_client, ws_url
 
 
 class Recorder:
