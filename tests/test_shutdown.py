@@ -170,6 +170,29 @@ async def test_limit_max_requests_shuts_down() -> None:
         await client.aclose()
 
 
+async def test_limit_max_requests_jitter_adds_up_to_n_requests(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    picked: list[tuple[int, int]] = []
+
+    def randint(low: int, high: int) -> int:
+        picked.append((low, high))
+        return high
+
+    monkeypatch.setattr("palfrey.server.server.random.randint", randint)
+    async with serving(ok_app, limit_max_requests=1, limit_max_requests_jitter=2) as served:
+        client = await served.connect()
+        for _ in range(2):
+            await client.send(request())
+            assert (await client.read_response()).header(b"connection") is None
+        await client.send(request())
+        assert (await client.read_response()).header(b"connection") == b"close"
+        await client.assert_closed()
+        assert await served.wait_finished() < 1
+        await client.aclose()
+    assert picked == [(0, 2)]
+
+
 async def test_new_connections_are_refused_during_shutdown() -> None:
     entered = trio.Event()
 
