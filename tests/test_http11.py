@@ -387,3 +387,19 @@ async def test_many_sequential_connections(serve: Any) -> None:
         async with serve(ok_app) as srv, httpx.AsyncClient() as client:
             responses = [await client.get(srv.url + f"/{i}") for i in range(20)]
     assert {response.text for response in responses} == {"ok"}
+
+
+async def test_serves_on_ipv6_loopback(serve: Any) -> None:
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["client"][0], scope["server"]))
+            await send({"type": "http.response.start", "status": 204})
+            await send({"type": "http.response.body"})
+
+    async with serve(app, host="::1", lifespan="off") as srv:
+        assert srv.url.startswith("http://[::1]:")
+        async with httpx.AsyncClient() as client:
+            assert (await client.get(srv.url)).status_code == 204
+    assert seen == [("::1", ("::1", srv.port))]
