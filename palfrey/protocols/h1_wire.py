@@ -12,6 +12,12 @@ import re
 from collections.abc import Callable, Iterable
 
 from palfrey.protocols.events import LocalProtocolError, ProtocolError
+from palfrey.protocols.status import status_line
+
+# How a response body is framed on the wire.
+LENGTH = 0
+CHUNKED = 1
+UNTIL_CLOSE = 2
 
 # h11's grammar (RFC 9110 §5): field names are tokens; values have no NUL or
 # whitespace other than SP/HTAB runs between visible characters.
@@ -239,6 +245,49 @@ class ResponseFields:
             self.connection.extend(comma_tokens(value))
         self.positions.append((lower, len(self.lines)))
         self.lines.append(b"%s: %s\r\n" % (name, value))
+
+    def response_head(
+        self, status: int, method: bytes | None, version: str | None, keep_alive: bool
+    ) -> tuple[bytes, int, int, bool]:
+        """The response head, the body framing, its length and whether to keep the connection.
+
+        h11's ``_clean_up_response_headers_for_sending`` (a HEAD response gets the
+        framing headers a GET would have), then its ``_body_framing`` for the bytes
+        that follow, with the real method. ``version`` is the request's, or None.
+        """
+        lines = self.lines
+        no_body = status in (204, 304)
+        need_close = False
+        if not no_body and (self.chunked or self.content_length is None):
+            self.drop(b"content-length")
+            self.drop(b"transfer-encoding")
+            self.content_length = None
+            if version is None or version < "1.1":
+                # An HTTP/1.0 client cannot read chunked: the end of the body is the close.
+                self.chunked = False
+                need_close = method != b"HEAD"
+            else:
+                self.chunked = True
+                lines.append(b"Transfer-Encoding: chunked\r\n")
+        if not keep_alive or need_close:
+            tokens = set(self.connection)
+            tokens.discard(b"keep-alive")
+            tokens.add(b"close")
+            self.drop(b"connection")
+            lines.extend(b"Connection: %s\r\n" % token for token in sorted(tokens))
+            keep_alive = False
+        elif b"close" in self.connection:
+            keep_alive = False
+        lines[0] = status_line(status)
+        lines.append(b"\r\n")
+        head = b"".join(lines)
+        if no_body or method == b"HEAD":
+            return head, LENGTH, 0, keep_alive
+        if self.chunked:
+            return head, CHUNKED, 0, keep_alive
+        if self.content_length is not None:
+            return head, LENGTH, self.content_length, keep_alive
+        return head, UNTIL_CLOSE, 0, keep_alive
 
     def drop(self, lower: bytes) -> None:
         """Blank out every line of the framing field ``lower``."""

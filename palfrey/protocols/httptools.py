@@ -14,12 +14,11 @@ rule) and reads the body by ``Content-Length`` or its own chunked decoder. Bytes
 after the current request stay buffered until :meth:`start_new_cycle`, so a
 pipelining client can never make it parse more than one request ahead.
 
-Deliberate differences from h11, all on input no conforming client sends:
-llhttp answers 400 to methods it does not know, obsolete line folding, bare LF
-line endings, control characters in header values, repeated ``Content-Length``
-headers and ``HTTP/0.x``; and a request carrying both ``Content-Length`` and
-``Transfer-Encoding`` is refused with 400 (RFC 9112 §6.1) where h11 lets
-``Transfer-Encoding`` win.
+Deliberate differences from H1Protocol, all on input no conforming client sends,
+all answered 400: methods llhttp does not know, obsolete line folding, bare LF
+line endings, control characters in field values, a repeated ``Content-Length``
+(even with the same value) and a repeated ``Transfer-Encoding`` (h11: 501).
+tests/test_httptools_protocol.py holds both handlers to the same transcripts.
 """
 
 from __future__ import annotations
@@ -34,8 +33,14 @@ from palfrey.protocols.events import (
     ProtocolEvent,
     RequestReceived,
 )
-from palfrey.protocols.h1_wire import ChunkedDecoder, PeerError, ResponseFields, comma_tokens
-from palfrey.protocols.status import status_line
+from palfrey.protocols.h1_wire import (
+    CHUNKED,
+    LENGTH,
+    ChunkedDecoder,
+    PeerError,
+    ResponseFields,
+    comma_tokens,
+)
 
 # One side's state, named after h11's states so the two handlers read alike.
 IDLE = 0
@@ -48,11 +53,6 @@ MIGHT_SWITCH = 6
 SWITCHED = 7
 ERROR = 8
 _FINISHED = (DONE, MUST_CLOSE, CLOSED)
-
-# Response body framings.
-_LENGTH = 0
-_CHUNKED = 1
-_UNTIL_CLOSE = 2
 
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _SWITCHING = b"HTTP/1.1 101 Switching Protocols\r\n"
@@ -148,6 +148,23 @@ class _Head:
         self.done = True
 
 
+#: Parsers ready for a new request head, each with the _Head its callbacks fill.
+#: A parser only ever gets one complete head and is used without yielding, so
+#: connections share them: an idle connection holds none and most requests create
+#: none. A parser left mid-message (a body, an upgrade, a close) is dropped.
+#: ``list.pop``/``append`` are atomic, so two threads never share one.
+_PARSERS: list[tuple[httptools.HttpRequestParser, _Head]] = []
+
+
+def _new_parser() -> tuple[httptools.HttpRequestParser, _Head]:
+    head = _Head()
+    parser = httptools.HttpRequestParser(head)
+    # Like h11, accept any HTTP/d.d (llhttp's default is 0.9, 1.x and 2.0 only),
+    # so that other versions get H1Protocol's 505 rather than a 400.
+    parser.set_dangerous_leniencies(lenient_version=True)
+    return parser, head
+
+
 class H1HttpToolsProtocol:
     """One HTTP/1.1 server connection: llhttp parses heads, this class does the rest."""
 
@@ -158,12 +175,10 @@ class H1HttpToolsProtocol:
         "_chunks",
         "_client",
         "_eof",
-        "_head",
         "_head_request",
         "_keep_alive",
         "_limit_request_body",
         "_max_incomplete",
-        "_parser",
         "_request_method",
         "_scan",
         "_server",
@@ -182,8 +197,6 @@ class H1HttpToolsProtocol:
     ) -> None:
         self._max_incomplete = max_incomplete_event_size
         self._limit_request_body = limit_request_body
-        self._head = _Head()
-        self._parser: httptools.HttpRequestParser | None = None
         self._buf = b""
         self._scan = 0
         self._eof = False
@@ -197,8 +210,8 @@ class H1HttpToolsProtocol:
         self._head_request = False
         self._body_left = 0
         self._body_received = 0
-        self._chunks = ChunkedDecoder()
-        self._writer = _LENGTH
+        self._chunks: ChunkedDecoder | None = None
+        self._writer = LENGTH
         self._write_left = 0
 
     # Receiving.
@@ -290,24 +303,18 @@ class H1HttpToolsProtocol:
         return -1
 
     def _parse_head(self, buf: bytes, end: int) -> RequestReceived:
-        head = self._head
+        parser, head = _PARSERS.pop() if _PARSERS else _new_parser()
         head.reset()
-        parser = self._parser
-        if parser is None:
-            parser = self._parser = httptools.HttpRequestParser(head)
-            # Like h11, accept any HTTP/d.d here (llhttp's default is 0.9, 1.x and 2.0
-            # only), so that other versions get H1Protocol's 505 below.
-            parser.set_dangerous_leniencies(lenient_version=True)
         if end == len(buf):
             self._buf = b""
         else:
             self._buf = buf[end:]
             buf = buf[:end]
+        upgraded = False
         try:
             parser.feed_data(buf)
         except httptools.HttpParserUpgrade:
-            # llhttp now expects another protocol; a declined upgrade needs a fresh parser.
-            self._parser = None
+            upgraded = True  # llhttp now expects another protocol
         except httptools.HttpParserCallbackError:
             raise head.error or PeerError("malformed request head") from None
         except httptools.HttpParserError as exc:
@@ -371,11 +378,11 @@ class H1HttpToolsProtocol:
         if head.chunked:
             self._body_left = -1
             self._chunks = ChunkedDecoder()
-            self._parser = None
         else:
             self._body_left = head.content_length
-            if head.content_length:
-                self._parser = None
+            # llhttp only saw a head; it is ready for another if that ended the message.
+            if not (head.content_length or upgraded or head.close or version < "1.1"):
+                _PARSERS.append((parser, head))
         # RFC 9112 §2.3: a higher 1.x minor version is processed as 1.1.
         return RequestReceived(method, url, tuple(fields), "1.0" if version == "1.0" else "1.1")
 
@@ -412,6 +419,7 @@ class H1HttpToolsProtocol:
         parts: list[bytes] = []
         complete = False
         try:
+            assert self._chunks is not None
             consumed, complete = self._chunks.decode(self._buf, parts, self._count_body)
             self._buf = self._buf[consumed:]
         finally:
@@ -420,6 +428,7 @@ class H1HttpToolsProtocol:
                 self._waiting_100 = False
                 events.append(BodyReceived(b"".join(parts), not complete))
         if complete:
+            self._chunks = None
             self._end_of_request()
         return complete
 
@@ -477,49 +486,14 @@ class H1HttpToolsProtocol:
         if self._server not in (SEND_RESPONSE, IDLE):
             self._fail_send()
             raise LocalProtocolError(f"can't send a response in state {self._server}")
-        method = self._request_method
-        lines = fields.lines
-        # h11's _clean_up_response_headers_for_sending (HEAD gets GET's headers),
-        # then its _body_framing for the bytes that follow (with the real method).
-        no_body = status in (204, 304)
-        need_close = False
-        if not no_body and (fields.chunked or fields.content_length is None):
-            fields.drop(b"content-length")
-            fields.drop(b"transfer-encoding")
-            fields.content_length = None
-            version = self._their_version
-            if version is None or version < "1.1":
-                fields.chunked = False
-                need_close = method != b"HEAD"
-            else:
-                fields.chunked = True
-                lines.append(b"Transfer-Encoding: chunked\r\n")
-        if not self._keep_alive or need_close:
-            tokens = set(fields.connection)
-            tokens.discard(b"keep-alive")
-            tokens.add(b"close")
-            fields.drop(b"connection")
-            lines.extend(b"Connection: %s\r\n" % token for token in sorted(tokens))
-            self._keep_alive = False
-        elif b"close" in fields.connection:
-            self._keep_alive = False
-        if no_body or method == b"HEAD":
-            self._writer = _LENGTH
-            self._write_left = 0
-        elif fields.chunked:
-            self._writer = _CHUNKED
-        elif fields.content_length is not None:
-            self._writer = _LENGTH
-            self._write_left = fields.content_length
-        else:
-            self._writer = _UNTIL_CLOSE
+        head, self._writer, self._write_left, self._keep_alive = fields.response_head(
+            status, self._request_method, self._their_version, self._keep_alive
+        )
         self._server = SEND_BODY
         self._switch_pending = False
         self._waiting_100 = False
         self._settle()
-        lines[0] = status_line(status)
-        lines.append(b"\r\n")
-        return b"".join(lines)
+        return head
 
     def send_body(self, data: bytes, more: bool = False) -> bytes:
         out = b""
@@ -528,13 +502,13 @@ class H1HttpToolsProtocol:
                 self._fail_send()
                 raise LocalProtocolError(f"can't send body data in state {self._server}")
             writer = self._writer
-            if writer == _LENGTH:
+            if writer == LENGTH:
                 if len(data) > self._write_left:
                     self._fail_send()
                     raise LocalProtocolError("Too much data for declared Content-Length")
                 self._write_left -= len(data)
                 out = data
-            elif writer == _CHUNKED:
+            elif writer == CHUNKED:
                 if not more:
                     out = b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
                     self._end_of_response()
@@ -546,10 +520,10 @@ class H1HttpToolsProtocol:
             if self._server != SEND_BODY:
                 self._fail_send()
                 raise LocalProtocolError(f"can't end the response in state {self._server}")
-            if self._writer == _LENGTH and self._write_left:
+            if self._writer == LENGTH and self._write_left:
                 self._fail_send()
                 raise LocalProtocolError("Too little data for declared Content-Length")
-            if self._writer == _CHUNKED:
+            if self._writer == CHUNKED:
                 out += _LAST_CHUNK
             self._end_of_response()
         return out
