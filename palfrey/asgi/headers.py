@@ -13,6 +13,9 @@ import attrs
 # RFC 9110 §5.1 (field-name is a token) and §5.5 (no CR, LF or NUL in values).
 _TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 _FORBIDDEN_IN_VALUE = re.compile(rb"[\r\n\0]")
+#: Header names already checked; applications send the same few names over and over.
+_VALID_NAMES: set[bytes] = set()
+_VALID_NAMES_LIMIT = 512
 
 
 def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
@@ -29,8 +32,11 @@ def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
             raise TypeError(f"each header must be a (name, value) pair, got {item!r}") from None
         if type(name) is not bytes or type(value) is not bytes:
             raise TypeError(f"header names and values must be bytes, got {item!r}")
-        if not _TOKEN.match(name):
-            raise ValueError(f"invalid header name {name!r}")
+        if name not in _VALID_NAMES:
+            if not _TOKEN.match(name):
+                raise ValueError(f"invalid header name {name!r}")
+            if len(_VALID_NAMES) < _VALID_NAMES_LIMIT:
+                _VALID_NAMES.add(name)
         if _FORBIDDEN_IN_VALUE.search(value):
             raise ValueError(f"invalid header value for {name!r}: CR, LF and NUL are not allowed")
         headers.append((name.lower(), value))

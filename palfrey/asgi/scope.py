@@ -41,7 +41,9 @@ def http_scope(
 ) -> dict[str, Any]:
     """A fresh scope dict; ``path`` includes ``root_path`` as Uvicorn does since 0.26."""
     raw_path, query = split_target(target)
-    path = unquote(raw_path.decode("ascii"))
+    path = raw_path.decode("ascii")
+    if "%" in path:
+        path = unquote(path)
     if root_path:
         path = root_path + path
         raw_path = root_path.encode("utf-8") + raw_path
