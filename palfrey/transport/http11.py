@@ -9,6 +9,7 @@ The connection task doubles as the :class:`HTTPStream` for the current cycle.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -96,18 +97,22 @@ class H1Connection:
     async def run(self) -> None:
         """Serve requests until either side closes, a timeout fires or the server stops."""
         first = True
-        while True:
-            try:
-                request = await self._next_request(first)
-            except ProtocolError as exc:
-                await self.send_error(exc.status_code, str(exc))
-                return
-            if request is None:
-                return
-            first = False
-            if not await self._serve(request):
-                return
-            self.protocol.start_new_cycle()
+        with self.control.waiting_scope:
+            while True:
+                try:
+                    request = await self._next_request(first)
+                except ProtocolError as exc:
+                    await self.send_error(exc.status_code, str(exc))
+                    return
+                if request is None:
+                    return
+                first = False
+                if not await self._serve(request):
+                    return
+                self.protocol.start_new_cycle()
+        # Reached only when the waiting scope was cancelled: a timeout or shutdown.
+        if not self.state.shutting_down and self.protocol.has_pending_input:
+            await self.send_error(408, "Timed out reading the request head")
 
     async def _next_request(self, first: bool) -> RequestReceived | None:
         """Wait for the next request head under the keep-alive and header deadlines.
@@ -122,20 +127,23 @@ class H1Connection:
             if self.state.shutting_down or self._peer_gone:
                 return None
             config = self.state.config
+            control = self.control
+            waiting = control.waiting_scope
             now = trio.current_time()
             header_deadline = now + config.timeout_request_header
-            idle_deadline = min(header_deadline, now + config.timeout_keep_alive)
-            with trio.CancelScope(deadline=header_deadline if first else idle_deadline) as scope:
-                self.control.idle_scope = scope
+            waiting.deadline = (
+                header_deadline if first else min(header_deadline, now + config.timeout_keep_alive)
+            )
+            control.idle = True
+            try:
                 while not self._events:
                     data = await self._receive()
-                    scope.deadline = header_deadline
+                    if waiting.deadline != header_deadline:
+                        waiting.deadline = header_deadline
                     self._events.extend(self.protocol.receive_data(data))
-            self.control.idle_scope = None
-            if scope.cancelled_caught:
-                if not self.state.shutting_down and self.protocol.has_pending_input:
-                    await self.send_error(408, "Timed out reading the request head")
-                return None
+            finally:
+                control.idle = False
+                waiting.deadline = math.inf
         event = self._events.pop(0)
         if isinstance(event, RequestReceived):
             return event

@@ -22,13 +22,18 @@ logger = logging.getLogger("palfrey.error")
 class ConnectionControl:
     """The handle the server keeps on one connection to close it when idle at shutdown."""
 
-    idle_scope: trio.CancelScope | None = None
+    #: Wraps the connection's request loop. Its deadline is the keep-alive or header
+    #: timeout while a request head is awaited and infinite otherwise, so one scope
+    #: per connection serves every request instead of a new one each time.
+    waiting_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    #: True while the connection waits for a request head.
+    idle: bool = False
     #: Set while the connection carries a WebSocket: closes it with 1012 at shutdown.
     on_shutdown: Callable[[], None] | None = None
 
     def close_if_idle(self) -> None:
-        if self.idle_scope is not None:
-            self.idle_scope.cancel()
+        if self.idle:
+            self.waiting_scope.cancel()
 
 
 @attrs.define(slots=True, eq=False)
