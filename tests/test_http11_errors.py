@@ -351,3 +351,53 @@ class TestContentLengthMismatch:
             # Never a complete 3-byte response followed by a second answer.
             assert data.count(b"HTTP/1.1") <= 1
             await assert_still_serving(srv)
+
+
+@pytest.mark.parametrize(
+    "start",
+    [
+        {"status": 200, "headers": [(b"x-padded", b"value ")]},
+        {"status": 200, "headers": [(b"x-tab", b"\x0bvalue")]},
+        {"status": 150, "headers": []},
+    ],
+)
+async def test_a_head_the_wire_would_refuse_raises_in_send_and_gets_500(
+    serve: Any, start: dict[str, Any]
+) -> None:
+    """Checked when the app sends it, so the client still gets a 500, never zero bytes."""
+    raised: list[BaseException] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        try:
+            await send({"type": "http.response.start", **start})
+        except (TypeError, ValueError) as exc:
+            raised.append(exc)
+            raise
+
+    async with serve(app, lifespan="off") as srv, connect(srv) as client:
+        await client.send(request())
+        assert (await client.read_response()).status == 500
+    assert len(raised) == 1
+
+
+async def test_concurrent_receive_calls_take_turns(serve: Any) -> None:
+    """A disconnect watcher and a body reader may call receive() at once."""
+    seen: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                seen.append((await receive())["type"])
+
+            nursery.start_soon(watch)
+            nursery.start_soon(watch)
+            await trio.sleep(0.05)
+            await send({"type": "http.response.start", "status": 200})
+            await send({"type": "http.response.body", "body": b"ok"})
+
+    async with serve(app, lifespan="off") as srv, connect(srv) as client:
+        await client.send(request())
+        response = await client.read_response()
+    assert (response.status, response.body) == (200, b"ok")
+    assert sorted(seen) == ["http.disconnect", "http.request"]

@@ -398,3 +398,28 @@ async def test_many_messages_in_order(serve: Any) -> None:
             assert received == [str(i) for i in range(count)]
             received = await in_thread(lambda: talk(ws_url(srv)))
     assert received == [str(i) if i % 2 else str(i).encode() for i in range(count)]
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        {"headers": [(b"x-bad", b"split\r\nx-evil: 1")]},
+        {"headers": [(b"x-padded", b" value")]},
+        {"subprotocol": "chat\r\nx-evil: 1"},
+        {"subprotocol": "two words"},
+    ],
+)
+async def test_accept_with_an_unsendable_head_is_500_not_101(
+    serve: Any, accept: dict[str, Any]
+) -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            await receive()
+            await send({"type": "websocket.accept", **accept})
+
+    async with serve(app, lifespan="off") as srv:
+        with trio.fail_after(WAIT):
+            async with httpx.AsyncClient() as client:
+                response = await client.get(srv.url, headers=_handshake_headers())
+    assert response.status_code == 500
+    assert b"x-evil" not in response.content

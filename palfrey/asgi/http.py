@@ -45,7 +45,8 @@ class HTTPStream(Protocol):
         ...
 
     async def wait_disconnected(self) -> None:
-        """Return when the client goes away (only called after the whole body was read)."""
+        """Return when the request can get nothing more from the client: it went away or
+        broke the protocol (only called after the whole body was read)."""
         ...
 
     async def send_head(
@@ -73,6 +74,7 @@ class HTTPCycle:
     _headers: list[tuple[bytes, bytes]] = attrs.Factory(list)
     _body_complete: bool = False
     _wait_scope: trio.CancelScope | None = None
+    _receive_lock: trio.Lock = attrs.Factory(trio.Lock)
 
     async def run(self, app: ASGIApp) -> None:
         """Call the app and enforce the ASGI rules on what it did.
@@ -107,6 +109,19 @@ class HTTPCycle:
                 self._log_access(time.perf_counter() - started)
 
     async def receive(self) -> Message:
+        # Apps may call receive() from two tasks (a disconnect watcher and a body
+        # reader); the stream under it has one reader, so calls take turns.
+        lock = self._receive_lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            return await self._receive()
+        finally:
+            lock.release()
+
+    async def _receive(self) -> Message:
         if self.disconnected or self.response_complete:
             return _DISCONNECT
         if not self._body_complete:
@@ -148,8 +163,9 @@ class HTTPCycle:
                     f"Expected ASGI message 'http.response.start', got {message_type!r}"
                 )
             status = message.get("status")
-            if type(status) is not int or not 100 <= status <= 999:
-                raise TypeError(f"'status' must be an int from 100 to 999, got {status!r}")
+            # 1xx responses are the server's business (RFC 9110 §15.2), not the app's.
+            if type(status) is not int or not 200 <= status <= 999:
+                raise TypeError(f"'status' must be an int from 200 to 999, got {status!r}")
             headers = validate_headers(message.get("headers", ()))
             self.status = status
             self._headers = self.defaults.merge(headers)
@@ -176,8 +192,8 @@ class HTTPCycle:
             if self.head_sent:
                 await self.stream.send_body(body, end)
             else:
-                self.head_sent = True
                 await self.stream.send_head(self.status, self._headers, body, end)
+                self.head_sent = True
         except ClientDisconnected:
             self.disconnected = True
             self.broken = True

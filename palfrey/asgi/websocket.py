@@ -26,7 +26,7 @@ import attrs
 import trio
 
 from palfrey.asgi.errors import ClientDisconnected
-from palfrey.asgi.headers import DefaultHeaders, validate_headers
+from palfrey.asgi.headers import TOKEN, DefaultHeaders, validate_headers
 from palfrey.asgi.types import ASGIApp, Message
 from palfrey.protocols.events import (
     LocalProtocolError,
@@ -225,8 +225,13 @@ class WebSocketSession:
 
     async def _accept(self, message: Message) -> None:
         subprotocol = message.get("subprotocol")
-        if subprotocol is not None and (type(subprotocol) is not str or not subprotocol.isascii()):
-            raise TypeError(f"'subprotocol' must be an ASCII str or None, got {subprotocol!r}")
+        # RFC 6455 §4.1: a subprotocol is a token; anything else could split the header.
+        if subprotocol is not None and (
+            type(subprotocol) is not str
+            or not subprotocol.isascii()
+            or TOKEN.fullmatch(subprotocol.encode("ascii")) is None
+        ):
+            raise TypeError(f"'subprotocol' must be a token str or None, got {subprotocol!r}")
         headers = self.defaults.merge(validate_headers(message.get("headers", ())))
         self.phase = Phase.CONNECTED
         self.status = 101

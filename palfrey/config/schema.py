@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from palfrey.asgi.headers import validate_headers
+
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
 
@@ -89,9 +91,16 @@ def _headers(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
     for item in value:
         if not isinstance(item, str) or ":" not in item:
             raise ValueError(f"{attribute.name} entries must look like 'name:value', got {item!r}")
-        name = item.split(":", 1)[0].strip()
-        if not name or any(c in name for c in " \t\r\n") or any(c in item for c in "\r\n\0"):
-            raise ValueError(f"{attribute.name} entry {item!r} is not a valid header")
+        name, _, header_value = item.partition(":")
+        try:
+            name_bytes = name.strip().encode("latin-1")
+            value_bytes = header_value.strip().encode("latin-1")
+        except UnicodeEncodeError:
+            raise ValueError(f"{attribute.name} entry {item!r} is not latin-1") from None
+        try:
+            validate_headers([(name_bytes, value_bytes)])
+        except ValueError:
+            raise ValueError(f"{attribute.name} entry {item!r} is not a valid header") from None
 
 
 @attrs.define(slots=True, kw_only=True)

@@ -27,6 +27,12 @@ class ProtocolHandler(Protocol):
 
     def start_new_cycle(self) -> None: ...
 
+    def upgrade(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
+        """Write ``101 Switching Protocols`` with ``headers``; return its bytes and the bytes
+        already received after the request, which belong to the new protocol. Raises
+        :class:`~palfrey.protocols.events.LocalProtocolError` for headers it cannot send."""
+        ...
+
     @property
     def keep_alive(self) -> bool: ...
 

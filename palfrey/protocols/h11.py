@@ -157,14 +157,13 @@ class H1Protocol:
 
     def upgrade(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
         """Send ``101 Switching Protocols``; return its bytes and the bytes after the request."""
-        out = (
-            self._conn.send(
-                h11.InformationalResponse(
-                    status_code=101, headers=headers, reason=b"Switching Protocols"
-                )
-            )
-            or b""
+        response = h11.InformationalResponse(
+            status_code=101, headers=headers, reason=b"Switching Protocols"
         )
+        try:
+            out = self._conn.send(response) or b""
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(str(exc)) from None
         return out, self._conn.trailing_data[0]
 
     @property

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -300,12 +300,14 @@ class H1Connection:
             self._peer_gone = True
             raise ClientDisconnected("the client has disconnected") from None
 
-    async def send_error(self, status: int, detail: str) -> None:
+    async def send_error(
+        self, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
+    ) -> None:
         """Answer a request the app never saw (bad input, overload, timeout) and stop."""
         logger.debug("Answering %d: %s", status, detail)
         self.closed_with_error = not self._peer_gone
-        body = reason_phrase(status) or str(status).encode()
-        response = render_simple_response(status, self.state.defaults.current(), body)
+        body = reason_phrase(status)
+        response = render_simple_response(status, [*self.state.defaults.current(), *headers], body)
         try:
             await self._send_all(response)
         except ClientDisconnected:

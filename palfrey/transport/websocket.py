@@ -27,7 +27,6 @@ import trio
 from palfrey.asgi.errors import ClientDisconnected
 from palfrey.asgi.websocket import WebSocketSession, websocket_scope
 from palfrey.protocols.events import WebSocketEvent
-from palfrey.protocols.status import reason_phrase, render_simple_response
 from palfrey.protocols.ws import (
     INTERNAL_ERROR,
     HandshakeError,
@@ -95,13 +94,7 @@ async def websocket_upgrade(
 
 async def _refuse(connection: H1Connection, exc: HandshakeError) -> None:
     """Answer a request that is not a valid handshake; the app never sees it."""
-    logger.debug("Refusing WebSocket handshake with %d: %s", exc.status_code, exc)
-    headers = [*connection.state.defaults.current(), *exc.headers]
-    body = reason_phrase(exc.status_code) or str(exc.status_code).encode()
-    try:
-        await connection.stream.send_all(render_simple_response(exc.status_code, headers, body))
-    except (trio.BrokenResourceError, trio.ClosedResourceError):
-        return
+    await connection.send_error(exc.status_code, str(exc), exc.headers)
 
 
 class H1WebSocket:

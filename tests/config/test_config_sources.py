@@ -393,3 +393,9 @@ def test_keyfile_without_certfile_is_refused() -> None:
     assert error_of("m:a", "--ssl-keyfile", "key.pem") == (
         "ssl_keyfile is set without ssl_certfile; TLS needs the certificate"
     )
+
+
+def test_header_option_needs_a_token_name() -> None:
+    assert error_of("m:a", "--header", "x(y: 1") == (
+        "--header: entry 'x(y: 1' is not a valid header"
+    )
