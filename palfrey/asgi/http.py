@@ -15,16 +15,16 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from palfrey.asgi import access_log
 from palfrey.asgi.errors import ClientDisconnected
 from palfrey.asgi.headers import DefaultHeaders, validate_headers
+from palfrey.asgi.messages import INTERNAL_ERROR_BODY, plain_text_headers, response_body
 from palfrey.asgi.types import ASGIApp, Message
 from palfrey.protocols.events import LocalProtocolError
 
 logger = logging.getLogger("palfrey.error")
-access_logger = logging.getLogger("palfrey.access")
 
 _DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
-_ERROR_BODY = b"Internal Server Error"
 #: How long ``receive()`` from a cancelled scope looks for a disconnect (see ``_poll_disconnect``).
 _POLL_TIME = 0.001
 
@@ -105,8 +105,10 @@ class HTTPCycle:
         finally:
             if self._wait_scope is not None:
                 self._wait_scope.cancel()
-            if access_logger.isEnabledFor(logging.INFO):
-                self._log_access(time.perf_counter() - started)
+            if access_log.enabled():
+                access_log.log_http(
+                    self.scope, self.status, self.bytes_sent, time.perf_counter() - started
+                )
 
     async def receive(self) -> Message:
         # Apps may call receive() from two tasks (a disconnect watcher and a body
@@ -177,15 +179,10 @@ class HTTPCycle:
             raise RuntimeError(f"Unexpected ASGI message {message_type!r} after the response")
         if message_type != "http.response.body":
             raise RuntimeError(f"Expected ASGI message 'http.response.body', got {message_type!r}")
-        body = message.get("body", b"")
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
-        more = message.get("more_body", False)
-        if type(more) is not bool:
-            raise TypeError(f"'more_body' must be a bool, got {more!r}")
+        body, more = response_body(message)
         if self.disconnected:
             raise ClientDisconnected("the client has disconnected")
-        await self._write(bytes(body), not more)
+        await self._write(body, not more)
 
     async def _write(self, body: bytes, end: bool) -> None:
         try:
@@ -214,34 +211,10 @@ class HTTPCycle:
             return
         self.status = 500
         self.head_sent = self.response_started = True
-        headers = self.defaults.merge(
-            [
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", b"%d" % len(_ERROR_BODY)),
-                (b"connection", b"close"),
-            ]
-        )
+        headers = plain_text_headers(self.defaults, INTERNAL_ERROR_BODY)
         try:
-            await self.stream.send_head(500, headers, _ERROR_BODY, True)
+            await self.stream.send_head(500, headers, INTERNAL_ERROR_BODY, True)
         except (ClientDisconnected, LocalProtocolError):
             return
-        self.bytes_sent = len(_ERROR_BODY)
+        self.bytes_sent = len(INTERNAL_ERROR_BODY)
         self.response_complete = True
-
-    def _log_access(self, duration: float) -> None:
-        scope = self.scope
-        client = scope.get("client")
-        address = f"{client[0]}:{client[1]}" if client else "-"
-        path = scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            path += "?" + scope["query_string"].decode("latin-1")
-        access_logger.info(
-            '%s - "%s %s HTTP/%s" %d %d %.1fms',
-            address,
-            scope.get("method", "GET"),
-            path,
-            scope["http_version"],
-            self.status,
-            self.bytes_sent,
-            duration * 1000,
-        )

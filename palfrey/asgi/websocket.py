@@ -25,8 +25,10 @@ from typing import Any, Protocol
 import attrs
 import trio
 
+from palfrey.asgi import access_log
 from palfrey.asgi.errors import ClientDisconnected
 from palfrey.asgi.headers import TOKEN, DefaultHeaders, validate_headers
+from palfrey.asgi.messages import INTERNAL_ERROR_BODY, plain_text_headers, response_body
 from palfrey.asgi.types import ASGIApp, Message
 from palfrey.protocols.events import (
     LocalProtocolError,
@@ -34,18 +36,12 @@ from palfrey.protocols.events import (
     WebSocketDisconnected,
     WebSocketEvent,
 )
+from palfrey.protocols.ws import ABNORMAL_CLOSURE, INTERNAL_ERROR, NORMAL_CLOSURE, SERVICE_RESTART
 
 logger = logging.getLogger("palfrey.error")
-access_logger = logging.getLogger("palfrey.access")
 
 _CONNECT: dict[str, Any] = {"type": "websocket.connect"}
-_ERROR_BODY = b"Internal Server Error"
 _FORBIDDEN_BODY = b"Forbidden"
-
-NORMAL_CLOSURE = 1000
-ABNORMAL_CLOSURE = 1006
-INTERNAL_ERROR = 1011
-SERVICE_RESTART = 1012
 
 
 class WebSocketTransport(Protocol):
@@ -246,14 +242,7 @@ class WebSocketSession:
         self.status = status
         self._head_sent = True
         self._log_access()
-        headers = self.defaults.merge(
-            [
-                *headers,
-                (b"content-type", b"text/plain; charset=utf-8"),
-                (b"content-length", b"%d" % len(body)),
-                (b"connection", b"close"),
-            ]
-        )
+        headers = plain_text_headers(self.defaults, body, headers)
         try:
             await self.transport.send_head(status, headers, body, True)
         except (ClientDisconnected, LocalProtocolError):
@@ -262,15 +251,10 @@ class WebSocketSession:
             self._finish_handshake()
 
     async def _response_body(self, message: Message) -> None:
-        body = message.get("body", b"")
-        if not isinstance(body, (bytes, bytearray, memoryview)):
-            raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
-        more = message.get("more_body", False)
-        if type(more) is not bool:
-            raise TypeError(f"'more_body' must be a bool, got {more!r}")
+        body, more = response_body(message)
         try:
             if self._head_sent:
-                await self.transport.send_body(bytes(body), not more)
+                await self.transport.send_body(body, not more)
             else:
                 self._head_sent = True
                 self.status = self._status_pending
@@ -278,7 +262,7 @@ class WebSocketSession:
                 headers = self.defaults.merge(self._headers_pending)
                 if not any(name == b"connection" for name, _ in headers):
                     headers.append((b"connection", b"close"))
-                await self.transport.send_head(self.status, headers, bytes(body), not more)
+                await self.transport.send_head(self.status, headers, body, not more)
         except LocalProtocolError as exc:
             self._finish_handshake()
             raise RuntimeError(f"Invalid denial response: {exc}") from None
@@ -301,7 +285,7 @@ class WebSocketSession:
                 self._set_disconnect(INTERNAL_ERROR, "")
                 await self._close_quietly(INTERNAL_ERROR)
         elif not self._head_sent:
-            await self._respond(500, [], _ERROR_BODY)
+            await self._respond(500, [], INTERNAL_ERROR_BODY)
         else:
             self._finish_handshake()
 
@@ -344,15 +328,8 @@ class WebSocketSession:
                 return
 
     def _log_access(self) -> None:
-        if not access_logger.isEnabledFor(logging.INFO):
-            return
-        scope = self.scope
-        client = scope.get("client")
-        address = f"{client[0]}:{client[1]}" if client else "-"
-        path = scope["raw_path"].decode("latin-1")
-        if scope["query_string"]:
-            path += "?" + scope["query_string"].decode("latin-1")
-        access_logger.info('%s - "WebSocket %s" %d', address, path, self.status)
+        if access_log.enabled():
+            access_log.log_websocket(self.scope, self.status)
 
 
 def _payload(message: Message) -> bytes | str:

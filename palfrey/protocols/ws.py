@@ -54,10 +54,12 @@ _HANDSHAKE_HEADERS = frozenset(
     {b"upgrade", b"connection", b"sec-websocket-accept", b"sec-websocket-extensions"}
 )
 
+# Close codes, RFC 6455 §7.4.1 (1012 is from the IANA registry).
 NORMAL_CLOSURE = 1000
 NO_STATUS = 1005
 ABNORMAL_CLOSURE = 1006
 INTERNAL_ERROR = 1011
+SERVICE_RESTART = 1012
 
 
 class HandshakeError(ProtocolError):

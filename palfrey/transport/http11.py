@@ -111,7 +111,7 @@ class H1Connection:
                     return
                 self.protocol.start_new_cycle()
         # Reached only when the waiting scope was cancelled: a timeout or shutdown.
-        if not self.state.shutting_down and self.protocol.has_pending_input:
+        if not self.state.stopping and self.protocol.has_pending_input:
             await self.send_error(408, "Timed out reading the request head")
 
     async def _next_request(self, first: bool) -> RequestReceived | None:
@@ -124,7 +124,7 @@ class H1Connection:
         if not self._events:
             self._events.extend(self.protocol.next_events())
         if not self._events:
-            if self.state.shutting_down or self._peer_gone:
+            if self.state.stopping or self._peer_gone:
                 return None
             config = self.state.config
             control = self.control
@@ -200,7 +200,7 @@ class H1Connection:
             return False
         if not await self._drain_request_body():
             return False
-        return self.protocol.keep_alive and not self.state.shutdown_requested.is_set()
+        return self.protocol.keep_alive and not self.state.stopping
 
     async def _drain_request_body(self) -> bool:
         """Read and drop the body the app did not read, if it is small enough to be worth it."""
@@ -269,9 +269,7 @@ class H1Connection:
     async def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
     ) -> None:
-        if (self.state.shutdown_requested.is_set() or self._refused_body()) and (
-            _CLOSE not in headers
-        ):
+        if (self.state.stopping or self._refused_body()) and (_CLOSE not in headers):
             # This connection will not be reused; say so (RFC 9112 §9.6).
             headers = [*headers, _CLOSE]
         data = self.protocol.send_response(status, headers)

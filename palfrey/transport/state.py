@@ -47,7 +47,6 @@ class ServerState:
     lifespan_state: dict[str, Any] = attrs.Factory(dict)
     max_requests: int | None = None
     total_requests: int = 0
-    shutting_down: bool = False
     connections: set[ConnectionControl] = attrs.Factory(set)
     shutdown_requested: trio.Event = attrs.Factory(trio.Event)
 
@@ -63,9 +62,13 @@ class ServerState:
         """Ask the server to stop; the server task runs the actual shutdown sequence."""
         self.shutdown_requested.set()
 
+    @property
+    def stopping(self) -> bool:
+        """Shutdown was asked for: finish what is in flight, start nothing new."""
+        return self.shutdown_requested.is_set()
+
     def begin_shutdown(self) -> None:
-        """Refuse keep-alive from now on and close every idle connection."""
-        self.shutting_down = True
+        """Close every idle connection (and every WebSocket, with 1012)."""
         for control in list(self.connections):
             control.close_if_idle()
             if control.on_shutdown is not None:

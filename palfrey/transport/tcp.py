@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger("palfrey.error")
 
 #: How long closing a connection may take (TLS close_notify, lingering reads).
-CLOSE_TIMEOUT = 1.0
+SOCKET_CLOSE_TIMEOUT = 1.0
 #: Bytes read and dropped while lingering before giving up on a graceful close.
 LINGER_LIMIT = 1024 * 1024
 
@@ -66,7 +66,7 @@ async def handle_connection(
         logger.exception("Unhandled error on a connection; closing it")
     finally:
         state.connections.discard(control)
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + SOCKET_CLOSE_TIMEOUT):
             await transport.aclose()
 
 
@@ -76,7 +76,7 @@ async def _linger(stream: trio.abc.Stream) -> None:
     Closing with unread input makes the kernel send RST, which can destroy
     the error response before the client reads it (RFC 9112 §9.6).
     """
-    with trio.move_on_after(CLOSE_TIMEOUT):
+    with trio.move_on_after(SOCKET_CLOSE_TIMEOUT):
         try:
             if isinstance(stream, trio.SocketStream):
                 await stream.send_eof()

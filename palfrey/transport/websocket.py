@@ -34,6 +34,7 @@ from palfrey.protocols.ws import (
     check_h1_handshake,
     is_websocket_upgrade,
 )
+from palfrey.transport.http11 import RECEIVE_SIZE
 
 if TYPE_CHECKING:
     from palfrey.protocols.events import RequestReceived
@@ -41,9 +42,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("palfrey.error")
 
-RECEIVE_SIZE = 64 * 1024
 #: How long the peer gets to answer our close frame, or to stop sending after a failure.
-CLOSE_TIMEOUT = 5.0
+CLOSE_HANDSHAKE_TIMEOUT = 5.0
 #: After a protocol failure, the silence that ends the lingering close.
 LINGER_IDLE = 0.5
 #: How long releasing the socket may take.
@@ -82,7 +82,7 @@ async def websocket_upgrade(
     )
     control = connection.control
     control.on_shutdown = session.shutdown
-    if state.shutting_down:
+    if state.stopping:
         session.shutdown()
     try:
         await session.serve(state.app, connection.nursery)
@@ -177,7 +177,7 @@ class H1WebSocket:
             if not self.protocol.open:
                 return
             self.protocol.close(code, reason)
-            self._close_deadline = trio.current_time() + CLOSE_TIMEOUT
+            self._close_deadline = trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT
             if self._read_scope is not None:
                 self._read_scope.deadline = min(self._read_scope.deadline, self._close_deadline)
             await self._write(self.protocol.data_to_send())
@@ -246,7 +246,7 @@ class H1WebSocket:
         elif protocol.awaiting_pong and now >= self._pong_deadline:
             logger.debug("WebSocket keepalive ping timed out; closing with 1011")
             self._events.extend(protocol.fail(INTERNAL_ERROR, "keepalive ping timeout"))
-            with trio.move_on_after(CLOSE_TIMEOUT):
+            with trio.move_on_after(CLOSE_HANDSHAKE_TIMEOUT):
                 await self._flush()
             self._lost = True
         elif now >= self._next_ping:
@@ -264,9 +264,9 @@ class H1WebSocket:
         Closing the socket while the peer is still sending would reset the
         connection and could destroy our close frame before the peer reads
         it, so the input is drained until the peer closes or falls silent
-        (as nginx's lingering close does), within ``CLOSE_TIMEOUT`` overall.
+        (as nginx's lingering close does), within ``CLOSE_HANDSHAKE_TIMEOUT`` overall.
         """
-        with trio.move_on_after(CLOSE_TIMEOUT):
+        with trio.move_on_after(CLOSE_HANDSHAKE_TIMEOUT):
             async with self._send_lock:
                 try:
                     await self._write(self.protocol.data_to_send())

@@ -1,0 +1,35 @@
+"""Message checks and server-made responses shared by the HTTP and WebSocket bridges."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from palfrey.asgi.headers import DefaultHeaders
+from palfrey.asgi.types import Message
+
+INTERNAL_ERROR_BODY = b"Internal Server Error"
+
+
+def response_body(message: Message) -> tuple[bytes, bool]:
+    """The checked ``body`` and ``more_body`` of a response body message."""
+    body = message.get("body", b"")
+    if not isinstance(body, (bytes, bytearray, memoryview)):
+        raise TypeError(f"'body' must be bytes, got {type(body).__name__}")
+    more = message.get("more_body", False)
+    if type(more) is not bool:
+        raise TypeError(f"'more_body' must be a bool, got {more!r}")
+    return bytes(body), more
+
+
+def plain_text_headers(
+    defaults: DefaultHeaders, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> list[tuple[bytes, bytes]]:
+    """Headers for a complete text response the server sends itself; the connection closes."""
+    return defaults.merge(
+        [
+            *extra,
+            (b"content-type", b"text/plain; charset=utf-8"),
+            (b"content-length", b"%d" % len(body)),
+            (b"connection", b"close"),
+        ]
+    )
