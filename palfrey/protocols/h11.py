@@ -12,6 +12,7 @@ from palfrey.protocols.events import (
     ProtocolEvent,
     RequestReceived,
 )
+from palfrey.protocols.h1_wire import BodyCounter, check_request_head
 from palfrey.protocols.status import reason_phrase
 
 _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
@@ -24,13 +25,7 @@ class H1Protocol:
     make this object parse more than one request ahead of the responses.
     """
 
-    __slots__ = (
-        "_body_received",
-        "_conn",
-        "_head_request",
-        "_limit_request_body",
-        "_max_head_size",
-    )
+    __slots__ = ("_body", "_conn", "_head_request", "_max_head_size")
 
     def __init__(
         self,
@@ -41,8 +36,7 @@ class H1Protocol:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self._max_head_size = max_incomplete_event_size
         self._head_request = False
-        self._limit_request_body = limit_request_body
-        self._body_received = 0
+        self._body = BodyCounter(limit_request_body)
 
     def receive_data(self, data: bytes) -> list[ProtocolEvent]:
         try:
@@ -65,7 +59,7 @@ class H1Protocol:
             if event is h11.NEED_DATA or event is h11.PAUSED:
                 return events
             if isinstance(event, h11.Data):
-                self._count_body(len(event.data))
+                self._body.add(len(event.data))
                 if events and isinstance(events[-1], BodyReceived):
                     events[-1] = BodyReceived(events[-1].data + event.data, True)
                 else:
@@ -82,46 +76,34 @@ class H1Protocol:
                 return events
 
     def _request_received(self, event: h11.Request) -> RequestReceived:
-        if event.method == b"CONNECT":
-            # RFC 9110 §9.3.6: an origin server need not support tunnelling.
-            raise ProtocolError("CONNECT is not supported", 405)
-        if not event.target.isascii():
-            raise ProtocolError("request target is not ASCII", 400)
-        if not event.http_version.startswith(b"1."):
-            raise ProtocolError("HTTP version not supported", 505)
         headers = tuple(event.headers)
-        # h11 only limits a head that is still incomplete; one that arrives in a
-        # single read is measured here (request line, fields, CRLFs).
-        head_size = len(event.method) + len(event.target) + 14
-        head_size += sum(len(name) + len(value) + 4 for name, value in headers)
-        if head_size > self._max_head_size:
-            raise ProtocolError("request head too large", 431)
-        content_length = transfer_encoding = False
+        content_length: int | None = None
+        chunked = False
         for name, value in headers:
+            # h11 has already merged repeated Content-Length fields and refused
+            # any Transfer-Encoding but one "chunked".
             if name == b"content-length":
-                content_length = True
-                if self._limit_request_body is not None and int(value) > self._limit_request_body:
-                    raise ProtocolError("request body too large", 413)
+                content_length = int(value)
             elif name == b"transfer-encoding":
-                transfer_encoding = True
-        if content_length and transfer_encoding:
-            # RFC 9112 §6.1: a request smuggling vector; rejecting it is allowed.
-            raise ProtocolError("both Content-Length and Transfer-Encoding", 400)
+                chunked = True
+        http_version = check_request_head(
+            event.method,
+            event.target,
+            event.http_version.decode("ascii"),
+            headers,
+            content_length=content_length,
+            chunked=chunked,
+            max_head_size=self._max_head_size,
+            limit_request_body=self._body.limit,
+        )
         self._head_request = event.method == b"HEAD"
-        self._body_received = 0
-        # RFC 9112 §2.3: a higher 1.x minor version is processed as 1.1.
-        http_version = "1.0" if event.http_version == b"1.0" else "1.1"
+        self._body.received = 0
         return RequestReceived(
             method=event.method,
             target=event.target,
             headers=headers,
             http_version=http_version,
         )
-
-    def _count_body(self, size: int) -> None:
-        self._body_received += size
-        if self._limit_request_body is not None and self._body_received > self._limit_request_body:
-            raise ProtocolError("request body too large", 413)
 
     def send_continue(self) -> bytes:
         if not self._conn.they_are_waiting_for_100_continue:

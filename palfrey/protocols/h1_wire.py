@@ -1,15 +1,16 @@
-"""HTTP/1.1 wire rules the httptools handler re-implements exactly as h11 applies them.
+"""HTTP/1.1 wire rules shared by the two HTTP/1.1 handlers.
 
 llhttp only parses request heads for :mod:`palfrey.protocols.httptools`; the
 chunked request body and the response head are handled here, with h11's
 grammar, normalisation and error messages, so both handlers accept, reject and
-write the same bytes.
+write the same bytes. The checks Palfrey adds on top of h11 (:func:`check_request_head`,
+:class:`BodyCounter`) live here too, so both handlers apply one policy.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from palfrey.protocols.events import LocalProtocolError, ProtocolError
 from palfrey.protocols.status import status_line
@@ -44,6 +45,72 @@ class PeerError(ProtocolError):
     After the peer's end of file these become ``ConnectionClosed`` instead,
     exactly as :class:`~palfrey.protocols.h11.H1Protocol` does.
     """
+
+
+def check_request_head(
+    method: bytes,
+    target: bytes,
+    http_version: str,
+    headers: Sequence[tuple[bytes, bytes]],
+    *,
+    content_length: int | None,
+    chunked: bool,
+    max_head_size: int,
+    limit_request_body: int | None,
+    raw_size: int | None = None,
+) -> str:
+    """Apply Palfrey's checks on a request head the parser accepted; return the scope version.
+
+    Both handlers call this, in this order, so a given head gets the same status
+    code whichever ``--http`` is chosen. ``headers`` are lower-cased (name, value)
+    pairs; ``content_length`` and ``chunked`` say what the framing fields held,
+    since each parser already knows and a second scan would cost every request.
+    ``raw_size`` is the head's size on the wire when known: the size measured
+    here is at most that plus one byte per field, so below the limit it is skipped.
+    """
+    if method == b"CONNECT":
+        # RFC 9110 §9.3.6: an origin server need not support tunnelling.
+        raise ProtocolError("CONNECT is not supported", 405)
+    if not target.isascii():
+        raise ProtocolError("request target is not ASCII", 400)
+    if not http_version.startswith("1."):
+        raise ProtocolError("HTTP version not supported", 505)
+    # h11 only limits a head that is still incomplete; one that arrives in a
+    # single read is measured here (request line, fields, CRLFs).
+    if raw_size is None or raw_size + len(headers) > max_head_size:
+        size = len(method) + len(target) + 14
+        size += sum(len(name) + len(value) + 4 for name, value in headers)
+        if size > max_head_size:
+            raise ProtocolError("request head too large", 431)
+    if content_length is not None:
+        if limit_request_body is not None and content_length > limit_request_body:
+            raise ProtocolError("request body too large", 413)
+        if chunked:
+            # RFC 9112 §6.1: a request smuggling vector; rejecting it is allowed.
+            raise ProtocolError("both Content-Length and Transfer-Encoding", 400)
+    # RFC 9112 §2.3: a higher 1.x minor version is processed as 1.1.
+    return "1.0" if http_version == "1.0" else "1.1"
+
+
+class BodyCounter:
+    """Counts one request's body bytes against ``limit_request_body``.
+
+    Content-Length is checked up front, but a chunked body (or one that lies)
+    is only known to be too large as it arrives. One instance per connection,
+    reset per request, so counting allocates nothing.
+    """
+
+    __slots__ = ("limit", "received")
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.received = 0
+
+    def add(self, size: int) -> None:
+        """Count ``size`` more bytes; raise 413 once the total passes the limit."""
+        self.received += size
+        if self.limit is not None and self.received > self.limit:
+            raise ProtocolError("request body too large", 413)
 
 
 def comma_tokens(value: bytes) -> list[bytes]:

@@ -36,9 +36,11 @@ from palfrey.protocols.events import (
 from palfrey.protocols.h1_wire import (
     CHUNKED,
     LENGTH,
+    BodyCounter,
     ChunkedDecoder,
     PeerError,
     ResponseFields,
+    check_request_head,
     comma_tokens,
 )
 
@@ -94,7 +96,7 @@ class _Head:
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
         self.hosts = 0
-        self.content_length = 0
+        self.content_length: int | None = None
         self.chunked = False
         self.close = False
         self.expect = False
@@ -169,15 +171,13 @@ class H1HttpToolsProtocol:
     """One HTTP/1.1 server connection: llhttp parses heads, this class does the rest."""
 
     __slots__ = (
+        "_body",
         "_body_left",
-        "_body_received",
         "_buf",
         "_chunks",
         "_client",
         "_eof",
-        "_head_request",
         "_keep_alive",
-        "_limit_request_body",
         "_max_incomplete",
         "_request_method",
         "_scan",
@@ -196,7 +196,7 @@ class H1HttpToolsProtocol:
         limit_request_body: int | None = None,
     ) -> None:
         self._max_incomplete = max_incomplete_event_size
-        self._limit_request_body = limit_request_body
+        self._body = BodyCounter(limit_request_body)
         self._buf = b""
         self._scan = 0
         self._eof = False
@@ -207,9 +207,7 @@ class H1HttpToolsProtocol:
         self._waiting_100 = False
         self._request_method: bytes | None = None
         self._their_version: str | None = None
-        self._head_request = False
         self._body_left = 0
-        self._body_received = 0
         self._chunks: ChunkedDecoder | None = None
         self._writer = LENGTH
         self._write_left = 0
@@ -342,31 +340,25 @@ class H1HttpToolsProtocol:
         # h11: HTTP/1.1 needs exactly one Host, any version at most one (RFC 9112 §3.2).
         if head.hosts != 1 and (head.hosts or version == "1.1"):
             raise PeerError("Missing mandatory Host: header or found multiple Host: headers")
-        # The checks H1Protocol adds to h11's, in its order.
-        if method == b"CONNECT":
-            # RFC 9110 §9.3.6: an origin server need not support tunnelling.
-            raise ProtocolError("CONNECT is not supported", 405)
-        if not url.isascii():
-            raise ProtocolError("request target is not ASCII", 400)
-        if version[0] != "1":
-            raise ProtocolError("HTTP version not supported", 505)
         fields = head.fields
-        # H1Protocol's head size (request line, fields, CRLFs) is at most the raw
-        # size plus one byte per field, so it only needs computing near the limit.
-        if end + len(fields) > self._max_incomplete:
-            size = len(method) + len(url) + 14
-            size += sum(len(name) + len(value) + 4 for name, value in fields)
-            if size > self._max_incomplete:
-                raise ProtocolError("request head too large", 431)
-        limit = self._limit_request_body
-        if limit is not None and head.content_length > limit:
-            raise ProtocolError("request body too large", 413)
+        body = self._body
+        # llhttp has already refused Content-Length with Transfer-Encoding (400).
+        scope_version = check_request_head(
+            method,
+            url,
+            version,
+            fields,
+            content_length=head.content_length,
+            chunked=head.chunked,
+            max_head_size=self._max_incomplete,
+            limit_request_body=body.limit,
+            raw_size=end,
+        )
 
         self._client = SEND_BODY
         if self._server == IDLE:
             self._server = SEND_RESPONSE
         self._request_method = method
-        self._head_request = method == b"HEAD"
         self._their_version = version
         # h11 keeps HTTP/1.0 connections alive never, HTTP/1.1 unless told to close.
         if head.close or version < "1.1":
@@ -374,17 +366,16 @@ class H1HttpToolsProtocol:
         if head.upgrade:
             self._switch_pending = True
         self._waiting_100 = head.expect and version >= "1.1"
-        self._body_received = 0
+        body.received = 0
         if head.chunked:
             self._body_left = -1
             self._chunks = ChunkedDecoder()
         else:
-            self._body_left = head.content_length
+            self._body_left = head.content_length or 0
             # llhttp only saw a head; it is ready for another if that ended the message.
             if not (head.content_length or upgraded or head.close or version < "1.1"):
                 _PARSERS.append((parser, head))
-        # RFC 9112 §2.3: a higher 1.x minor version is processed as 1.1.
-        return RequestReceived(method, url, tuple(fields), "1.0" if version == "1.0" else "1.1")
+        return RequestReceived(method, url, tuple(fields), scope_version)
 
     def _read_body(self, events: list[ProtocolEvent]) -> bool:
         """Move buffered body bytes into ``events``; True once the request is complete."""
@@ -406,7 +397,7 @@ class H1HttpToolsProtocol:
             self._buf = buf[left:]
         left -= len(data)
         self._body_left = left
-        self._count_body(len(data))
+        self._body.add(len(data))
         self._waiting_100 = False
         if left:
             events.append(BodyReceived(data, True))
@@ -420,7 +411,7 @@ class H1HttpToolsProtocol:
         complete = False
         try:
             assert self._chunks is not None
-            consumed, complete = self._chunks.decode(self._buf, parts, self._count_body)
+            consumed, complete = self._chunks.decode(self._buf, parts, self._body.add)
             self._buf = self._buf[consumed:]
         finally:
             # Like H1Protocol, the data before an error still counts if the peer has gone.
@@ -431,12 +422,6 @@ class H1HttpToolsProtocol:
             self._chunks = None
             self._end_of_request()
         return complete
-
-    def _count_body(self, size: int) -> None:
-        self._body_received += size
-        limit = self._limit_request_body
-        if limit is not None and self._body_received > limit:
-            raise ProtocolError("request body too large", 413)
 
     def _end_of_request(self) -> None:
         self._client = DONE
@@ -497,7 +482,8 @@ class H1HttpToolsProtocol:
 
     def send_body(self, data: bytes, more: bool = False) -> bytes:
         out = b""
-        if data and not self._head_request:
+        # A HEAD response has no body, whatever the application sends (h11 drops it too).
+        if data and self._request_method != b"HEAD":
             if self._server != SEND_BODY:
                 self._fail_send()
                 raise LocalProtocolError(f"can't send body data in state {self._server}")
@@ -542,7 +528,6 @@ class H1HttpToolsProtocol:
         self._client = IDLE
         self._server = IDLE
         self._request_method = None
-        self._head_request = False
 
     def upgrade(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
         """Send ``101 Switching Protocols``; return its bytes and the bytes after the request."""
