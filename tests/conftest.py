@@ -9,6 +9,7 @@ from typing import Any
 import attrs
 import pytest
 import trio
+from tls_cert import Certificate, make_certificate
 
 import palfrey
 from palfrey.asgi.interfaces import wrap_app
@@ -69,3 +70,9 @@ def serve(request: pytest.FixtureRequest) -> Callable[..., Any]:
         return run_server(app, **options)
 
     return serve_with_parser
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> Certificate:
+    """One self-signed certificate for every TLS test in the run."""
+    return make_certificate(tmp_path_factory.mktemp("tls"))

@@ -6,7 +6,6 @@ sync client runs in a worker thread (its asyncio client cannot run under trio).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 import trio
 import trio_websocket
 import websockets
-from ws_client import WAIT, in_thread, sync_client, ws_url
+from ws_client import WAIT, Recorder, in_thread, sync_client, ws_url
 
 
 async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -27,24 +26,6 @@ async def echo_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if message["type"] == "websocket.disconnect":
             return
         await send({"type": "websocket.send", **{k: v for k, v in message.items() if k != "type"}})
-
-
-class Recorder:
-    """Collects what an app saw; tests wait on it instead of sleeping."""
-
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._changed = trio.Event()
-
-    def add(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[list[Any]], bool]) -> list[Any]:
-        while not predicate(self.items):
-            await self._changed.wait()
-        return self.items
 
 
 async def test_echo_with_trio_websocket(serve: Any) -> None:

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
 from typing import Any
 
 import pytest
 import trio
-from ws_client import WAIT
+from ws_client import WAIT, Recorder
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Event, Ping, Pong, TextMessage
 
@@ -101,22 +100,6 @@ class RawWebSocket:
 
     async def aclose(self) -> None:
         await self.stream.aclose()
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._changed = trio.Event()
-
-    def add(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[list[Any]], bool]) -> list[Any]:
-        while not predicate(self.items):
-            await self._changed.wait()
-        return self.items
 
 
 def recording_app(seen: Recorder, release: trio.Event | None = None) -> Any:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 import ssl
 from collections.abc import Callable
 from typing import Any
@@ -11,28 +9,8 @@ from typing import Any
 import pytest
 import trio
 import trio_websocket
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from websockets.exceptions import ConnectionClosed
-from ws_client import WAIT, in_thread, sync_client, ws_url
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.items: list[Any] = []
-        self._changed = trio.Event()
-
-    def add(self, item: Any) -> None:
-        self.items.append(item)
-        self._changed.set()
-        self._changed = trio.Event()
-
-    async def wait_for(self, predicate: Callable[[list[Any]], bool]) -> list[Any]:
-        while not predicate(self.items):
-            await self._changed.wait()
-        return self.items
+from ws_client import WAIT, Recorder, in_thread, sync_client, ws_url
 
 
 def recording_echo(seen: Recorder) -> Any:
@@ -317,39 +295,8 @@ async def test_shutdown_during_the_handshake_closes_right_after_accept(serve: An
     assert seen.items == [{"type": "websocket.disconnect", "code": 1012, "reason": ""}]
 
 
-def _self_signed(directory: Any) -> tuple[str, str]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "palfrey ws test")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(key, hashes.SHA256())
-    )
-    certfile = directory / "cert.pem"
-    keyfile = directory / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(certfile), str(keyfile)
-
-
-async def test_wss(serve: Any, tmp_path: Any) -> None:
-    certfile, keyfile = _self_signed(tmp_path)
+async def test_wss(serve: Any, certificate: Any) -> None:
+    certfile, keyfile = certificate.certfile, certificate.keyfile
     seen = Recorder()
     schemes = Recorder()
 

@@ -11,6 +11,24 @@ from websockets.sync.client import connect as ws_connect
 WAIT = 10.0
 
 
+class Recorder:
+    """Collects what an app saw; tests wait on it instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = trio.Event()
+
+    def add(self, item: Any) -> None:
+        self.items.append(item)
+        self._changed.set()
+        self._changed = trio.Event()
+
+    async def wait_for(self, predicate: Callable[[list[Any]], bool]) -> list[Any]:
+        while not predicate(self.items):
+            await self._changed.wait()
+        return self.items
+
+
 def ws_url(srv: Any, path: str = "/") -> str:
     return srv.url.replace("http://", "ws://") + path
 
