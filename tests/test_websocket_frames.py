@@ -6,13 +6,11 @@ client-side wsproto connection) and the server's frames are parsed by wsproto.
 
 from __future__ import annotations
 
-import os
-import struct
 from typing import Any
 
 import pytest
 import trio
-from ws_client import WAIT, Recorder
+from ws_client import WAIT, Recorder, frame
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import CloseConnection, Event, Ping, Pong, TextMessage
 
@@ -23,24 +21,6 @@ HANDSHAKE = (
     b"GET /raw HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
     b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
 )
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True):
-    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
-    mask_bit = 0x80 if mask else 0
-    length = len(payload)
-    if length < 126:
-        head += bytes([mask_bit | length])
-    elif length < 65536:
-        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    mask_bytes = (key * (length // 4 + 1))[:length]
-    masked = int.from_bytes(payload, "big") ^ int.from_bytes(mask_bytes, "big")
-    return head + key + masked.to_bytes(length, "big")
 
 
 class RawWebSocket:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import struct
 import zlib
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from ws_client import frame
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, Pong, TextMessage
 from wsproto.extensions import PerMessageDeflate
@@ -67,23 +66,6 @@ def server_frames(data: bytes) -> list[object]:
     peer = Connection(ConnectionType.CLIENT)
     peer.receive_data(data)
     return list(peer.events())
-
-
-def frame(opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True):
-    """A hand-built frame, for what wsproto refuses to produce."""
-    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
-    length = len(payload)
-    mask_bit = 0x80 if mask else 0
-    if length < 126:
-        head += bytes([mask_bit | length])
-    elif length < 65536:
-        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
-    else:
-        head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
-    if not mask:
-        return head + payload
-    key = os.urandom(4)
-    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 # The handshake.

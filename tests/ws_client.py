@@ -1,7 +1,9 @@
-"""Helpers shared by the WebSocket integration tests."""
+"""Helpers shared by the WebSocket tests: clients, a recorder and a raw frame builder."""
 
 from __future__ import annotations
 
+import os
+import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -42,3 +44,24 @@ def sync_client(url: str, **options: Any) -> Any:
     options.setdefault("open_timeout", WAIT)
     options.setdefault("close_timeout", WAIT)
     return ws_connect(url, proxy=None, **options)
+
+
+def frame(
+    opcode: int, payload: bytes, *, fin: bool = True, rsv: int = 0, mask: bool = True
+) -> bytes:
+    """A hand-built frame (RFC 6455 §5.2), for what wsproto refuses to produce."""
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    mask_bit = 0x80 if mask else 0
+    length = len(payload)
+    if length < 126:
+        head += bytes([mask_bit | length])
+    elif length < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
+    if not mask:
+        return head + payload
+    key = os.urandom(4)
+    mask_bytes = (key * (length // 4 + 1))[:length]
+    masked = int.from_bytes(payload, "big") ^ int.from_bytes(mask_bytes, "big")
+    return head + key + masked.to_bytes(length, "big")
