@@ -27,8 +27,7 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
 
 def http_scope(
     *,
-    scope_type: str,
-    method: bytes | None,
+    method: bytes,
     target: bytes,
     headers: Any,
     http_version: str,
@@ -37,9 +36,11 @@ def http_scope(
     server: Address,
     root_path: str,
     state: dict[str, Any] | None,
-    extensions: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A fresh scope dict; ``path`` includes ``root_path`` as Uvicorn does since 0.26."""
+    """A fresh ``http`` scope; ``path`` includes ``root_path`` as Uvicorn does since 0.26.
+
+    A WebSocket handshake starts as this scope too (see ``websocket_scope``).
+    """
     raw_path, query = split_target(target)
     path = raw_path.decode("ascii")
     if "%" in path:
@@ -48,7 +49,7 @@ def http_scope(
         path = root_path + path
         raw_path = root_path.encode("utf-8") + raw_path
     scope: dict[str, Any] = {
-        "type": scope_type,
+        "type": "http",
         "asgi": dict(ASGI_VERSION),
         "http_version": http_version,
         "scheme": scheme,
@@ -59,10 +60,9 @@ def http_scope(
         "headers": list(headers),
         "client": client,
         "server": server,
-        "extensions": extensions if extensions is not None else {},
+        "method": method.decode("ascii"),
+        "extensions": {},
     }
-    if method is not None:
-        scope["method"] = method.decode("ascii")
     if state is not None:
         scope["state"] = state.copy()
     return scope

@@ -44,16 +44,15 @@ def render_simple_response(
     status: int,
     headers: list[tuple[bytes, bytes]],
     body: bytes = b"",
-    *,
-    close: bool = True,
 ) -> bytes:
-    """A complete HTTP/1.1 response with a plain-text body, for errors the server answers itself."""
+    """A complete HTTP/1.1 text response after which the server closes the connection.
+
+    For the errors the server answers itself, before or instead of the app.
+    """
     parts = [status_line(status)]
     parts.extend(b"%s: %s\r\n" % (name, value) for name, value in headers)
     parts.append(b"content-type: text/plain; charset=utf-8\r\n")
     parts.append(b"content-length: %d\r\n" % len(body))
-    if close:
-        parts.append(b"connection: close\r\n")
-    parts.append(b"\r\n")
+    parts.append(b"connection: close\r\n\r\n")
     parts.append(body)
     return b"".join(parts)

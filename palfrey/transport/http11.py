@@ -154,7 +154,6 @@ class H1Connection:
         state = self.state
         state.count_request()
         scope = http_scope(
-            scope_type="http",
             method=request.method,
             target=request.target,
             headers=request.headers,
