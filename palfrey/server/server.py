@@ -14,6 +14,7 @@ import random
 import signal
 import ssl
 import sys
+from collections.abc import Callable
 from functools import partial
 from typing import Any
 
@@ -26,10 +27,9 @@ from palfrey.asgi.lifespan import Lifespan, LifespanFailure
 from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
 from palfrey.asgi.types import ASGIApp
 from palfrey.config.schema import Config
-from palfrey.protocols.h11 import H1Protocol
 from palfrey.transport.errors import BindError, ServeError
 from palfrey.transport.listeners import describe, open_listeners
-from palfrey.transport.protocol_select import h1_protocol_class
+from palfrey.transport.protocol_select import h1_protocol_class, parser_name
 from palfrey.transport.state import ServerState
 from palfrey.transport.tcp import handle_connection
 from palfrey.transport.tls import create_ssl_context
@@ -186,9 +186,9 @@ class Server:
             return None
         return create_ssl_context(self.config, ["http/1.1"])
 
-    def _announce(self, addresses: list[str], http_protocol: object) -> None:
+    def _announce(self, addresses: list[str], http_protocol: Callable[..., Any]) -> None:
         logger.info("Started server process [%d]", os.getpid())
-        parser = "h11" if http_protocol is H1Protocol else "httptools"
+        parser = parser_name(http_protocol)
         websocket = "off" if self.config.ws == "none" else "wsproto"
         logger.info("Protocols: HTTP/1.1 (%s), WebSocket (%s)", parser, websocket)
         for address in addresses:

@@ -34,3 +34,8 @@ def h1_protocol_class(http: str) -> HandlerFactory:
             ) from None
         return H1Protocol
     return H1HttpToolsProtocol
+
+
+def parser_name(handler: HandlerFactory) -> str:
+    """How the start-up banner names the handler class :func:`h1_protocol_class` chose."""
+    return "h11" if handler is H1Protocol else "httptools"
