@@ -30,6 +30,7 @@ from palfrey.config.schema import Config
 from palfrey.transport.errors import BindError, ServeError
 from palfrey.transport.listeners import describe, open_listeners
 from palfrey.transport.protocol_select import h1_protocol_class, parser_name
+from palfrey.transport.socket_stream import SocketListener
 from palfrey.transport.state import ServerState
 from palfrey.transport.tcp import handle_connection
 from palfrey.transport.tls import create_ssl_context
@@ -173,7 +174,7 @@ class Server:
     async def _accept(
         self,
         listening: trio.CancelScope,
-        listeners: list[trio.SocketListener],
+        listeners: list[SocketListener],
         connections: trio.Nursery,
         ssl_context: ssl.SSLContext | None,
     ) -> None:

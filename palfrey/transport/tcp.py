@@ -17,6 +17,7 @@ from palfrey.transport.tls import handshake
 from palfrey.transport.websocket import websocket_upgrade
 
 if TYPE_CHECKING:
+    from palfrey.transport.socket_stream import SocketStream
     from palfrey.transport.state import ServerState
 
 logger = logging.getLogger("palfrey.error")
@@ -28,7 +29,7 @@ LINGER_LIMIT = 1024 * 1024
 
 
 async def handle_connection(
-    stream: trio.SocketStream, state: ServerState, ssl_context: ssl.SSLContext | None
+    stream: SocketStream, state: ServerState, ssl_context: ssl.SSLContext | None
 ) -> None:
     """Serve one accepted connection; nothing raised here reaches the listener but Cancelled."""
     control = ConnectionControl()
@@ -78,7 +79,7 @@ async def _linger(stream: trio.abc.Stream) -> None:
     """
     with trio.move_on_after(SOCKET_CLOSE_TIMEOUT):
         try:
-            if isinstance(stream, trio.SocketStream):
+            if isinstance(stream, trio.abc.HalfCloseableStream):
                 await stream.send_eof()
             drained = 0
             while drained < LINGER_LIMIT:
@@ -90,7 +91,7 @@ async def _linger(stream: trio.abc.Stream) -> None:
             return
 
 
-def _addresses(sock: trio.socket.SocketType) -> tuple[Address, Address]:
+def _addresses(sock: socket.socket) -> tuple[Address, Address]:
     if sock.family == socket.AF_UNIX:
         return None, (sock.getsockname(), None)
     try:

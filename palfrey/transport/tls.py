@@ -11,6 +11,7 @@ from palfrey.transport.errors import TLSSetupError
 
 if TYPE_CHECKING:
     from palfrey.config.schema import Config
+    from palfrey.transport.socket_stream import SocketStream
 
 
 def create_ssl_context(config: Config, alpn_protocols: list[str]) -> ssl.SSLContext:
@@ -44,8 +45,8 @@ def _reason(exc: OSError | ssl.SSLError) -> str:
 
 
 async def handshake(
-    stream: trio.SocketStream, context: ssl.SSLContext, timeout: float
-) -> trio.SSLStream[trio.SocketStream] | None:
+    stream: SocketStream, context: ssl.SSLContext, timeout: float
+) -> trio.SSLStream[SocketStream] | None:
     """Wrap and handshake; None if the peer is not speaking TLS or is too slow."""
     tls = trio.SSLStream(stream, context, server_side=True, https_compatible=True)
     with trio.move_on_after(timeout):
