@@ -56,6 +56,7 @@ class DefaultHeaders:
     extra: list[tuple[bytes, bytes]] = attrs.Factory(list)
     _second: int = -1
     _cached: list[tuple[bytes, bytes]] = attrs.Factory(list)
+    _names: frozenset[bytes] = frozenset()
 
     def current(self) -> list[tuple[bytes, bytes]]:
         """The defaults for a response sent now; callers must not mutate the list."""
@@ -68,13 +69,19 @@ class DefaultHeaders:
                 headers.append((b"date", formatdate(now, usegmt=True).encode("ascii")))
             headers.extend(self.extra)
             self._cached = headers
+            self._names = frozenset(name for name, _ in headers)
             self._second = now
         return self._cached
 
     def merge(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Append each default the application did not set itself."""
         defaults = self.current()
-        if not defaults:
-            return headers
-        names = {name for name, _ in headers}
-        return headers + [pair for pair in defaults if pair[0] not in names]
+        names = self._names
+        for name, _ in headers:
+            if name in names:
+                break
+        else:
+            # The usual case: the application set none of them.
+            return headers + defaults
+        given = {name for name, _ in headers}
+        return headers + [pair for pair in defaults if pair[0] not in given]

@@ -83,7 +83,8 @@ class HTTPCycle:
         a 500 if nothing was sent yet, otherwise the connection is marked
         broken so the transport closes it.
         """
-        started = time.perf_counter()
+        logged = access_log.enabled()
+        started = time.perf_counter() if logged else 0.0
         try:
             await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
@@ -105,7 +106,7 @@ class HTTPCycle:
         finally:
             if self._wait_scope is not None:
                 self._wait_scope.cancel()
-            if access_log.enabled():
+            if logged:
                 access_log.log_http(
                     self.scope, self.status, self.bytes_sent, time.perf_counter() - started
                 )

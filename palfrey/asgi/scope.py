@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote
 
-ASGI_VERSION = {"version": "3.0", "spec_version": "2.4"}
-
 Address = tuple[str, int] | tuple[str, None] | None
 
 
@@ -50,7 +48,7 @@ def http_scope(
         raw_path = root_path.encode("utf-8") + raw_path
     scope: dict[str, Any] = {
         "type": "http",
-        "asgi": dict(ASGI_VERSION),
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
         "http_version": http_version,
         "scheme": scheme,
         "path": path,

@@ -121,9 +121,12 @@ class H1Connection:
         gets 408 (RFC 9110 §15.5.9). A fresh connection gets the header
         timeout, an idle keep-alive one the shorter of both.
         """
-        if not self._events:
-            self._events.extend(self.protocol.next_events())
-        if not self._events:
+        events = self._events
+        protocol = self.protocol
+        if not events and protocol.has_pending_input:
+            # A pipelined request; otherwise there is nothing to parse before reading.
+            events.extend(protocol.next_events())
+        if not events:
             if self.state.stopping or self._peer_gone:
                 return None
             config = self.state.config
@@ -136,16 +139,16 @@ class H1Connection:
             )
             control.idle = True
             try:
-                while not self._events:
+                while not events:
                     data = await self._receive()
                     if waiting.deadline != header_deadline:
                         waiting.deadline = header_deadline
-                    self._events.extend(self.protocol.receive_data(data))
+                    events.extend(protocol.receive_data(data))
             finally:
                 control.idle = False
                 waiting.deadline = math.inf
-        event = self._events.pop(0)
-        if isinstance(event, RequestReceived):
+        event = events.pop(0)
+        if type(event) is RequestReceived:
             return event
         return None
 
@@ -173,21 +176,18 @@ class H1Connection:
                 await self.send_error(503, "Service Unavailable")
                 return False
         try:
-            return await self._dispatch(request, scope)
+            upgrade, self._awaiting_continue = _upgrade_and_expect(request)
+            if (
+                upgrade
+                and self.upgrade_handler is not None
+                and await self.upgrade_handler(self, request, scope)
+            ):
+                return False
+            cycle = HTTPCycle(scope, self, state.defaults)
+            await cycle.run(state.app)
         finally:
             if limiter is not None:
                 limiter.release_on_behalf_of(self)
-
-    async def _dispatch(self, request: RequestReceived, scope: dict[str, Any]) -> bool:
-        """Hand the request to an upgrade handler or to the app; True to keep the connection."""
-        upgrade, expects_continue = _upgrade_and_expect(request)
-        if upgrade and self.upgrade_handler is not None:
-            handled = await self.upgrade_handler(self, request, scope)
-            if handled:
-                return False
-        self._awaiting_continue = expects_continue
-        cycle = HTTPCycle(scope=scope, stream=self, defaults=self.state.defaults)
-        await cycle.run(self.state.app)
         if self.pending_error is not None:
             if not cycle.head_sent:
                 await self.send_error(self.pending_error.status_code, str(self.pending_error))
@@ -195,16 +195,18 @@ class H1Connection:
         if cycle.broken or not cycle.response_complete:
             return False
         self._events.clear()
-        if self._refused_body():
+        protocol = self.protocol
+        if not protocol.request_complete and (
+            self._awaiting_continue or not await self._drain_request_body()
+        ):
+            # An app that answered ``Expect: 100-continue`` without reading leaves the
+            # client unsure whether to send the body: close rather than drain
+            # (RFC 9110 §10.1.1).
             return False
-        if not await self._drain_request_body():
-            return False
-        return self.protocol.keep_alive and not self.state.stopping
+        return protocol.keep_alive and not state.stopping
 
     async def _drain_request_body(self) -> bool:
         """Read and drop the body the app did not read, if it is small enough to be worth it."""
-        if self.protocol.request_complete:
-            return True
         drained = 0
         with trio.move_on_after(self.state.config.timeout_keep_alive):
             while not self.protocol.request_complete:
@@ -218,14 +220,6 @@ class H1Connection:
                     return False
             return True
         return False
-
-    def _refused_body(self) -> bool:
-        """The app answered a client still waiting for ``100 Continue`` without reading the body.
-
-        That client may or may not send the body now, so the connection cannot be
-        reused and is closed rather than drained (RFC 9110 §10.1.1).
-        """
-        return self._awaiting_continue and not self.protocol.request_complete
 
     # HTTPStream, used by HTTPCycle for the request being served.
 
@@ -268,11 +262,15 @@ class H1Connection:
     async def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
     ) -> None:
-        if (self.state.stopping or self._refused_body()) and (_CLOSE not in headers):
+        protocol = self.protocol
+        if (
+            self.state.shutdown_requested.is_set()
+            or (self._awaiting_continue and not protocol.request_complete)
+        ) and _CLOSE not in headers:
             # This connection will not be reused; say so (RFC 9112 §9.6).
             headers = [*headers, _CLOSE]
-        data = self.protocol.send_response(status, headers)
-        await self._send_all(data + self.protocol.send_body(body, more=not end))
+        data = protocol.send_response(status, headers)
+        await self._send_all(data + protocol.send_body(body, more=not end))
 
     async def send_body(self, body: bytes, end: bool) -> None:
         data = self.protocol.send_body(body, more=not end)
