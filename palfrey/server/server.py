@@ -33,6 +33,7 @@ from palfrey.transport.protocol_select import h1_protocol_class, parser_name
 from palfrey.transport.socket_stream import SocketListener
 from palfrey.transport.state import ServerState
 from palfrey.transport.tcp import handle_connection
+from palfrey.transport.timeouts import expire_waiting_connections
 from palfrey.transport.tls import create_ssl_context
 
 if sys.version_info < (3, 11):
@@ -147,6 +148,8 @@ class Server:
                 # Startup ran, so the app gets its shutdown before we give up.
                 await lifespan.shutdown()
                 raise
+            # In the root nursery: head timeouts still apply during the graceful shutdown.
+            root.start_soon(expire_waiting_connections, state)
             async with trio.open_nursery() as connections:
                 listening = trio.CancelScope()
                 connections.start_soon(self._accept, listening, listeners, connections, ssl_context)

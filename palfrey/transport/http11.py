@@ -131,22 +131,21 @@ class H1Connection:
                 return None
             config = self.state.config
             control = self.control
-            waiting = control.waiting_scope
             now = trio.current_time()
             header_deadline = now + config.timeout_request_header
-            waiting.deadline = (
+            control.deadline = (
                 header_deadline if first else min(header_deadline, now + config.timeout_keep_alive)
             )
             control.idle = True
             try:
                 while not events:
                     data = await self._receive()
-                    if waiting.deadline != header_deadline:
-                        waiting.deadline = header_deadline
+                    # The head has begun: the keep-alive timeout no longer applies.
+                    control.deadline = header_deadline
                     events.extend(protocol.receive_data(data))
             finally:
                 control.idle = False
-                waiting.deadline = math.inf
+                control.deadline = math.inf
         event = events.pop(0)
         if type(event) is RequestReceived:
             return event

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +23,12 @@ logger = logging.getLogger("palfrey.error")
 class ConnectionControl:
     """The handle the server keeps on one connection to close it when idle at shutdown."""
 
-    #: Wraps the connection's request loop. Its deadline is the keep-alive or header
-    #: timeout while a request head is awaited and infinite otherwise, so one scope
-    #: per connection serves every request instead of a new one each time.
+    #: Wraps the connection's request loop; cancelled to end a wait for a request
+    #: head (timeout or shutdown). One scope serves every request of the connection.
     waiting_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
+    #: When the current wait for a request head times out (keep-alive or head
+    #: timeout), infinite otherwise; enforced by ``expire_waiting_connections``.
+    deadline: float = math.inf
     #: True while the connection waits for a request head.
     idle: bool = False
     #: Set while the connection carries a WebSocket: closes it with 1012 at shutdown.
