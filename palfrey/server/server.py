@@ -15,7 +15,6 @@ import signal
 import ssl
 import sys
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import trio
@@ -32,7 +31,7 @@ from palfrey.transport.listeners import describe, open_listeners
 from palfrey.transport.protocol_select import h1_protocol_class, parser_name
 from palfrey.transport.socket_stream import SocketListener
 from palfrey.transport.state import ServerState
-from palfrey.transport.tcp import handle_connection
+from palfrey.transport.tcp import accept_connections
 from palfrey.transport.timeouts import expire_waiting_connections
 from palfrey.transport.tls import create_ssl_context
 
@@ -181,9 +180,12 @@ class Server:
         connections: trio.Nursery,
         ssl_context: ssl.SSLContext | None,
     ) -> None:
-        handler = partial(handle_connection, state=self.state, ssl_context=ssl_context)
         with listening:
-            await trio.serve_listeners(handler, listeners, handler_nursery=connections)
+            async with trio.open_nursery() as accepting:
+                for listener in listeners:
+                    accepting.start_soon(
+                        accept_connections, listener, self.state, ssl_context, connections
+                    )
 
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.is_ssl:

@@ -145,6 +145,10 @@ class SocketStream(trio.abc.HalfCloseableStream):
         except OSError as exc:
             raise _stream_error(exc) from exc
 
+    def close(self) -> None:
+        """Close now: closing a plain socket never waits, so it needs no cancel scope."""
+        _close(self.socket)
+
     async def aclose(self) -> None:
         _close(self.socket)
         await trio.lowlevel.checkpoint()

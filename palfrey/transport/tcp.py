@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 import socket
 import ssl
 from typing import TYPE_CHECKING
@@ -17,7 +19,7 @@ from palfrey.transport.tls import handshake
 from palfrey.transport.websocket import websocket_upgrade
 
 if TYPE_CHECKING:
-    from palfrey.transport.socket_stream import SocketStream
+    from palfrey.transport.socket_stream import SocketListener, SocketStream
     from palfrey.transport.state import ServerState
 
 logger = logging.getLogger("palfrey.error")
@@ -26,6 +28,40 @@ logger = logging.getLogger("palfrey.error")
 SOCKET_CLOSE_TIMEOUT = 1.0
 #: Bytes read and dropped while lingering before giving up on a graceful close.
 LINGER_LIMIT = 1024 * 1024
+#: accept() failures that mean the process is out of something; retried after a pause.
+_ACCEPT_CAPACITY_ERRNOS = frozenset((errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS))
+#: How long accepting pauses after such a failure.
+ACCEPT_RETRY_DELAY = 0.1
+
+
+async def accept_connections(
+    listener: SocketListener,
+    state: ServerState,
+    ssl_context: ssl.SSLContext | None,
+    nursery: trio.Nursery,
+) -> None:
+    """Start a :func:`handle_connection` task in ``nursery`` for each accepted connection.
+
+    Like :func:`trio.serve_listeners`, but the handler alone closes the
+    connection, so a closed connection is not closed a second time under
+    another cancel scope.
+    """
+    async with listener:
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                logger.error(
+                    "accept() failed: %s (%s); retrying in %s seconds",
+                    errno.errorcode[exc.errno],
+                    os.strerror(exc.errno),
+                    ACCEPT_RETRY_DELAY,
+                )
+                await trio.sleep(ACCEPT_RETRY_DELAY)
+            else:
+                nursery.start_soon(handle_connection, stream, state, ssl_context)
 
 
 async def handle_connection(
@@ -67,8 +103,12 @@ async def handle_connection(
         logger.exception("Unhandled error on a connection; closing it")
     finally:
         state.connections.discard(control)
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + SOCKET_CLOSE_TIMEOUT):
-            await transport.aclose()
+        if transport is stream:
+            stream.close()  # a plain socket closes at once
+        else:
+            # TLS sends close_notify, which may wait on the peer.
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + SOCKET_CLOSE_TIMEOUT):
+                await transport.aclose()
 
 
 async def _linger(stream: trio.abc.Stream) -> None:
