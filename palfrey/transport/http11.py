@@ -68,7 +68,6 @@ class H1Connection:
         protocol: ProtocolHandler,
         state: ServerState,
         control: ConnectionControl,
-        nursery: trio.Nursery,
         *,
         scheme: str,
         client: Address,
@@ -79,7 +78,9 @@ class H1Connection:
         self.protocol = protocol
         self.state = state
         self.control = control
-        self.nursery = nursery
+        #: Open while an upgraded protocol runs: tasks it starts beside the connection
+        #: (a WebSocket's app) live here, inside the connection task.
+        self.nursery: trio.Nursery | None = None
         self.scheme = scheme
         self.client = client
         self.server = server
@@ -176,12 +177,14 @@ class H1Connection:
                 return False
         try:
             upgrade, self._awaiting_continue = _upgrade_and_expect(request)
-            if (
-                upgrade
-                and self.upgrade_handler is not None
-                and await self.upgrade_handler(self, request, scope)
-            ):
-                return False
+            if upgrade and self.upgrade_handler is not None:
+                # Only an upgrade needs tasks beside this one, so only it pays for a nursery.
+                async with trio.open_nursery() as nursery:
+                    self.nursery = nursery
+                    handled = await self.upgrade_handler(self, request, scope)
+                self.nursery = None
+                if handled:
+                    return False
             cycle = HTTPCycle(scope, self, state.defaults)
             await cycle.run(state.app)
         finally:

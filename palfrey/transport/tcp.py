@@ -1,4 +1,4 @@
-"""Accepted stream connections: one task each, with its own nursery and error boundary."""
+"""Accepted stream connections: one task each, with its own error boundary."""
 
 from __future__ import annotations
 
@@ -78,27 +78,25 @@ async def handle_connection(
             if tls is None:
                 return
             transport = tls
-        async with trio.open_nursery() as nursery:
-            config = state.config
-            protocol = h1_protocol_class(config.http)(
-                max_incomplete_event_size=config.h11_max_incomplete_event_size,
-                limit_request_body=config.limit_request_body,
-            )
-            connection = H1Connection(
-                transport,
-                protocol,
-                state,
-                control,
-                nursery,
-                scheme="https" if ssl_context is not None else "http",
-                client=client,
-                server=server,
-                # A WSGI app still gets the handshake, so its adapter can refuse it clearly.
-                upgrade_handler=websocket_upgrade if config.ws != "none" else None,
-            )
-            await connection.run()
-            if connection.closed_with_error:
-                await _linger(transport)
+        config = state.config
+        protocol = h1_protocol_class(config.http)(
+            max_incomplete_event_size=config.h11_max_incomplete_event_size,
+            limit_request_body=config.limit_request_body,
+        )
+        connection = H1Connection(
+            transport,
+            protocol,
+            state,
+            control,
+            scheme="https" if ssl_context is not None else "http",
+            client=client,
+            server=server,
+            # A WSGI app still gets the handshake, so its adapter can refuse it clearly.
+            upgrade_handler=websocket_upgrade if config.ws != "none" else None,
+        )
+        await connection.run()
+        if connection.closed_with_error:
+            await _linger(transport)
     except Exception:
         logger.exception("Unhandled error on a connection; closing it")
     finally:
