@@ -12,7 +12,7 @@ import pytest
 import trio
 from ws_client import WAIT, Recorder, frame
 from wsproto.connection import Connection, ConnectionType
-from wsproto.events import CloseConnection, Event, Ping, Pong, TextMessage
+from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
 import palfrey.transport.websocket as websocket_transport
 from palfrey.asgi.websocket import WebSocketSession
@@ -286,3 +286,69 @@ async def test_flooding_client_is_pushed_back(serve: Any, monkeypatch: Any) -> N
             await client.aclose()
     assert sent < planned
     assert seen.items == ["websocket.receive"] * 64
+
+
+async def test_a_close_is_answered_while_the_app_only_sends(serve: Any) -> None:
+    """Nobody calls receive(): the connection task still reads, pongs and echoes the close."""
+    seen = Recorder()
+
+    async def pusher(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            while True:
+                await send({"type": "websocket.send", "text": "tick"})
+                await trio.sleep(0.01)
+        except OSError as exc:
+            seen.add(exc)
+
+    async with serve(pusher, lifespan="off") as srv:
+        with trio.fail_after(WAIT):
+            client = await RawWebSocket.open(srv)
+            await client.send_event(Ping(b"still there?"))
+            while (event := await client.next_event()) != Pong(b"still there?"):
+                assert event == TextMessage("tick")
+            await client.send_event(CloseConnection(4000, "enough"))
+            events = await client.until_closed()
+            items = await seen.wait_for(len)
+    assert closes(events) == [(4000, "enough")]
+    assert isinstance(items[0], OSError)
+
+
+async def test_a_cancelled_receive_loses_no_bytes(serve: Any) -> None:
+    """Timeouts around receive() interrupt the app's own reads, even mid-frame, harmlessly."""
+    seen = Recorder()
+
+    async def impatient(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        seen.add("accepted")
+        timeouts = 0
+        while True:
+            with trio.move_on_after(0.02):
+                message = await receive()
+                break
+            timeouts += 1
+        seen.add(timeouts)
+        seen.add(message)
+        seen.add(await receive())
+
+    async with serve(impatient, lifespan="off") as srv:
+        with trio.fail_after(WAIT):
+            client = await RawWebSocket.open(srv)
+            await seen.wait_for(len)
+            message = client.conn.send(TextMessage("split across reads"))
+            await client.send(message[:5])
+            await trio.sleep(0.1)
+            await client.send(message[5:] + client.conn.send(BytesMessage(b"next")))
+            items = await seen.wait_for(lambda items: len(items) == 4)
+            await client.aclose()
+    assert items[1] >= 3
+    assert items[2:] == [
+        {"type": "websocket.receive", "text": "split across reads"},
+        {"type": "websocket.receive", "bytes": b"next"},
+    ]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import struct
 import zlib
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -445,3 +447,101 @@ def test_arbitrary_frames_never_raise(
         size = len(event.data.encode() if isinstance(event.data, str) else event.data)
         assert size <= max_size
     assert 1000 <= disconnects[0].code <= 4999
+
+
+# The direct path for plain messages must be indistinguishable from wsproto.
+
+
+class WsprotoOnly(WSProtocol):
+    """The same protocol with every frame parsed by wsproto: the reference."""
+
+    def _receive_plain(self, data: bytes, events: list[Any]) -> bytes:
+        return data
+
+
+def long_form(data: bytes) -> bytes:
+    """The same frame with its short length re-encoded in the (forbidden) 16-bit form."""
+    length = data[1] & 0x7F
+    assert length < 126
+    return data[:1] + bytes([data[1] & 0x80 | 126]) + struct.pack("!H", length) + data[2:]
+
+
+short_payloads = st.one_of(
+    st.binary(max_size=40),
+    st.text(max_size=20).map(lambda s: s.encode()),
+    st.sampled_from([b"\x03\xe8", b"caf\xc3", b"\xff", b""]),
+)
+mostly_plain_frames = st.one_of(
+    st.builds(frame, st.sampled_from([0x1, 0x2]), short_payloads),
+    st.builds(
+        frame,
+        opcodes,
+        short_payloads,
+        fin=st.booleans(),
+        rsv=st.sampled_from([0, 0, 0b100, 0b001]),
+        mask=st.sampled_from([True, True, False]),
+    ),
+    st.builds(frame, st.sampled_from([0x1, 0x2]), short_payloads).map(long_form),
+    st.builds(frame, st.sampled_from([0x1, 0x2]), short_payloads, mask=st.just(False)),
+    st.builds(frame, st.sampled_from([0x0, 0x1, 0x2]), short_payloads, fin=st.just(False)),
+)
+
+
+@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(mostly_plain_frames, max_size=12),
+    st.lists(st.integers(min_value=1, max_value=4), min_size=1, max_size=4),
+    st.lists(st.integers(min_value=0, max_value=80), min_size=1, max_size=4),
+    st.integers(min_value=1, max_value=40),
+)
+def test_plain_messages_parse_exactly_as_wsproto_would(
+    sequence: list[bytes], groups: list[int], splits: list[int], max_size: int
+) -> None:
+    """Chunks mostly start on frame boundaries (where the direct path applies), some do not."""
+    fast = opened(max_size=max_size)
+    reference = WsprotoOnly(handshake_headers(), max_size=max_size, per_message_deflate=False)
+    reference.accept(None)
+    reference.next_events()
+    chunks = []
+    position = step = 0
+    while position < len(sequence):
+        group = b"".join(sequence[position : position + groups[step % len(groups)]])
+        split = splits[step % len(splits)]
+        chunks += [group[:split], group[split:]] if split else [group]
+        position += groups[step % len(groups)]
+        step += 1
+    for chunk in [*(chunk for chunk in chunks if chunk), b""]:
+        assert fast.receive_data(chunk) == reference.receive_data(chunk)
+        assert fast.data_to_send() == reference.data_to_send()
+        assert (fast.open, fast.failed) == (reference.open, reference.failed)
+
+
+def test_plain_path_resumes_after_control_frames_and_fragments() -> None:
+    protocol = opened()
+    peer = client()
+    data = peer.send(TextMessage("one"))
+    data += peer.send(Ping(b"p"))
+    data += peer.send(BytesMessage(b"two", message_finished=False))
+    data += peer.send(BytesMessage(b"!", message_finished=True))
+    data += peer.send(TextMessage("three"))
+    assert protocol.receive_data(data) == [
+        WebSocketDataReceived("one"),
+        WebSocketDataReceived(b"two!"),
+        WebSocketDataReceived("three"),
+    ]
+    assert server_frames(protocol.data_to_send()) == [Pong(b"p")]
+    assert protocol.receive_data(peer.send(TextMessage("four"))) == [WebSocketDataReceived("four")]
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536, 70000])
+@pytest.mark.parametrize("kind", ["text", "bytes"])
+def test_plain_frames_are_the_bytes_wsproto_writes(size: int, kind: str) -> None:
+    data: str | bytes = "é" * (size // 2) + "x" * (size % 2) if kind == "text" else b"\xff" * size
+    protocol = opened()
+    protocol.send_message(data)
+    sent = protocol.data_to_send()
+    reference = Connection(ConnectionType.SERVER)
+    message = TextMessage(data) if isinstance(data, str) else BytesMessage(data)
+    assert sent == reference.send(message)
+    (received,) = server_frames(sent)
+    assert received.data == data

@@ -8,17 +8,28 @@ nothing about frames or sockets: each transport provides a
 :class:`WebSocketTransport` (HTTP/1.1 upgrade today; RFC 8441 streams over
 HTTP/2 reuse this class unchanged).
 
-Back-pressure follows the wsproto advice (design seed 002): the reader asks the
-transport for the next message only while fewer than ``max_queue`` messages
-wait for the app, so a slow app stops the socket reads and TCP pushes back on
-the client. The disconnect is a state, not a queued message, so it never waits
-for room in the queue and always comes after the messages received before it.
+Reading takes one of two paths. When the app calls ``receive()`` with nothing
+queued and nobody reading, the app task asks the transport for the next
+message itself: no hand-off between tasks, so an echo costs one task switch
+per message instead of two. While the app is away from ``receive()`` (busy, or
+only sending) for longer than :data:`READ_AHEAD_DELAY`, the connection task
+reads for it instead, so pings are answered and a peer's close or lost
+connection is noticed; it hands reading back as soon as it has given a message
+to an app that was waiting for it. Only one task reads at a time.
+
+Back-pressure follows the wsproto advice (design seed 002): messages are read
+ahead only while fewer than ``max_queue`` wait for the app, and the app reads
+inline only when none wait, so a slow app stops the socket reads and TCP
+pushes back on the client. The disconnect is a state, not a queued message, so
+it never waits for room in the queue and always comes after the messages
+received before it (design seed 004).
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import deque
 from typing import Any, Protocol
 
@@ -43,6 +54,11 @@ logger = logging.getLogger("palfrey.error")
 _CONNECT: dict[str, Any] = {"type": "websocket.connect"}
 _FORBIDDEN_BODY = b"Forbidden"
 
+#: How long the app may stay away from ``receive()`` before the connection task reads for it.
+#: An app that echoes comes back within microseconds and keeps reading inline; one that
+#: only sends, or is busy, still has pings answered and a peer's close noticed this soon.
+READ_AHEAD_DELAY = 0.05
+
 
 class WebSocketTransport(Protocol):
     """What a transport provides for one WebSocket.
@@ -50,9 +66,12 @@ class WebSocketTransport(Protocol):
     Before the handshake is answered the transport can send either the
     accepting response or an HTTP response (``send_head``/``send_body``, as
     in :class:`palfrey.asgi.http.HTTPStream`). Afterwards the session calls
-    ``receive_event`` from a single reader task, only while its queue has
-    room; it returns :class:`WebSocketDisconnected` exactly once, last, and
-    owns keepalive and the closing handshake's timing. Send methods raise
+    ``receive_event`` from one task at a time (the app's or the connection's),
+    only while its queue has room; it returns :class:`WebSocketDisconnected`
+    exactly once, last, and owns keepalive and the closing handshake's timing.
+    ``interrupt_receive`` makes a ``receive_event`` in progress return None
+    soon, without losing data, so that an app reading inline learns of a
+    disconnect the server recorded meanwhile. Send methods raise
     :class:`ClientDisconnected` once the WebSocket can no longer carry
     messages.
     """
@@ -65,7 +84,9 @@ class WebSocketTransport(Protocol):
 
     async def send_body(self, body: bytes, end: bool) -> None: ...
 
-    async def receive_event(self) -> WebSocketEvent: ...
+    async def receive_event(self) -> WebSocketEvent | None: ...
+
+    def interrupt_receive(self) -> None: ...
 
     async def send_message(self, data: bytes | str) -> None: ...
 
@@ -102,8 +123,22 @@ class WebSocketSession:
     _status_pending: int = 0
     _headers_pending: list[tuple[bytes, bytes]] = attrs.Factory(list)
     _answered: trio.Event = attrs.Factory(trio.Event)
+    #: App tasks waiting for the connection task to deliver a message.
     _app_waiting: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
     _reader_waiting: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
+    #: The connection task's pause; the app arms its deadline when it leaves ``receive()``.
+    _pause_scope: trio.CancelScope | None = None
+    #: The transport accepted the WebSocket: the app may read messages itself.
+    _accepted: bool = False
+    #: Some task is inside ``transport.receive_event()``.
+    _reading: bool = False
+    #: That task is an app task reading inline (``interrupt_receive`` reaches it).
+    _app_reading: bool = False
+    #: App tasks inside ``receive()``, and when the last one left.
+    _receivers: int = 0
+    _left_at: float = 0.0
+    #: The transport reported the disconnect; nothing more will be read.
+    _ended: bool = False
     _nursery: trio.Nursery | None = None
     _shutdown_pending: bool = False
 
@@ -164,15 +199,51 @@ class WebSocketSession:
         if not self._connect_delivered:
             self._connect_delivered = True
             return dict(_CONNECT)
-        while True:
-            if self._queue:
-                message = self._queue.popleft()
-                self._reader_waiting.unpark_all()
-                return message
+        self._receivers += 1
+        try:
+            while True:
+                if self._queue:
+                    message = self._queue.popleft()
+                    self._reader_waiting.unpark_all()
+                    return message
+                if self._disconnect is not None:
+                    code, reason = self._disconnect
+                    return {"type": "websocket.disconnect", "code": code, "reason": reason}
+                if self._reading or not self._accepted:
+                    await self._app_waiting.park()
+                    continue
+                message = await self._read_inline()
+                if message is not None:
+                    return message
+        finally:
+            self._receivers -= 1
+            if not self._receivers:
+                self._left_at = now = trio.current_time()
+                scope = self._pause_scope
+                if scope is not None and scope.deadline == math.inf:
+                    scope.deadline = now + READ_AHEAD_DELAY
+
+    async def _read_inline(self) -> Message | None:
+        """Read the next message in the app's task; None if there is none to return yet."""
+        self._reading = self._app_reading = True
+        try:
+            event = await self.transport.receive_event()
+        finally:
+            self._reading = self._app_reading = False
+            if self._app_waiting:
+                self._app_waiting.unpark_all()
             if self._disconnect is not None:
-                code, reason = self._disconnect
-                return {"type": "websocket.disconnect", "code": code, "reason": reason}
-            await self._app_waiting.park()
+                self._reader_waiting.unpark_all()
+        if type(event) is WebSocketDataReceived:
+            if self._disconnect is None:
+                data = event.data
+                if type(data) is str:
+                    return {"type": "websocket.receive", "text": data}
+                return {"type": "websocket.receive", "bytes": data}
+        elif type(event) is WebSocketDisconnected:
+            self._ended = True
+            self._set_disconnect(event.code, event.reason)
+        return None
 
     async def send(self, message: Message) -> None:
         message_type = message.get("type")
@@ -234,6 +305,8 @@ class WebSocketSession:
         self._log_access()
         try:
             await self.transport.accept(subprotocol, headers)
+            self._accepted = True
+            self._app_waiting.unpark_all()
         finally:
             self._answered.set()
 
@@ -298,34 +371,70 @@ class WebSocketSession:
     def _set_disconnect(self, code: int, reason: str) -> None:
         if self._disconnect is None:
             self._disconnect = (code, reason)
+        if self._app_reading:
+            self.transport.interrupt_receive()
         self._app_waiting.unpark_all()
         self._reader_waiting.unpark_all()
 
     async def _read_messages(self) -> None:
-        """The reader task: queue messages for the app until the transport reports the end.
+        """The connection task: read for the app while it is away, until the transport ends.
 
-        Once a disconnect is recorded (the app or the server closed) the
-        reader no longer waits for room and drops new messages, so the
-        closing handshake completes whatever the app is doing.
+        Once a disconnect is recorded (the app or the server closed) this
+        task reads whatever the app does, no longer waits for room and drops
+        new messages, so the closing handshake completes.
         """
         transport = self.transport
         queue = self._queue
-        while True:
-            while len(queue) >= self.max_queue and self._disconnect is None:
-                await self._reader_waiting.park()
-            event = await transport.receive_event()
-            if isinstance(event, WebSocketDataReceived):
+        self._left_at = trio.current_time()
+        while not self._ended:
+            if self._reading or (
+                self._disconnect is None
+                and (
+                    self._receivers
+                    or len(queue) >= self.max_queue
+                    or trio.current_time() < self._left_at + READ_AHEAD_DELAY
+                )
+            ):
+                await self._pause()
+                continue
+            self._reading = True
+            try:
+                event = await transport.receive_event()
+            finally:
+                self._reading = False
+                # An app waiting in receive() takes the message, then reads inline again.
+                if self._app_waiting:
+                    self._app_waiting.unpark_all()
+            if type(event) is WebSocketDataReceived:
                 if self._disconnect is None:
                     data = event.data
-                    if isinstance(data, str):
+                    if type(data) is str:
                         queue.append({"type": "websocket.receive", "text": data})
                     else:
                         queue.append({"type": "websocket.receive", "bytes": data})
                     self.queue_high_water = max(self.queue_high_water, len(queue))
-                    self._app_waiting.unpark_all()
-            elif isinstance(event, WebSocketDisconnected):
+            elif type(event) is WebSocketDisconnected:
+                self._ended = True
                 self._set_disconnect(event.code, event.reason)
-                return
+
+    async def _pause(self) -> None:
+        """Wait until reading may be this task's turn.
+
+        Without a deadline while the app is in ``receive()`` (it reads, or is
+        about to), someone else reads or the queue is full: leaving
+        ``receive()``, a read ending after a disconnect, room in the queue and
+        the disconnect itself wake this task. Otherwise it wakes when the app
+        has been away for :data:`READ_AHEAD_DELAY`.
+        """
+        deadline = math.inf
+        if not self._reading and not self._receivers and len(self._queue) < self.max_queue:
+            deadline = self._left_at + READ_AHEAD_DELAY
+        with trio.CancelScope(deadline=deadline) as scope:
+            self._pause_scope = scope
+            try:
+                await self._reader_waiting.park()
+            finally:
+                self._pause_scope = None
 
     def _log_access(self) -> None:
         if access_log.enabled():

@@ -2,14 +2,15 @@
 
 :func:`websocket_upgrade` is the ``upgrade_handler`` of :class:`H1Connection`.
 It validates the handshake, then hands a :class:`WebSocketSession` an
-:class:`H1WebSocket`. The app runs in the connection's nursery; the
-connection task itself becomes the reader, and reads the socket only when the
-session asks for the next message, so a full queue stops the reads.
+:class:`H1WebSocket`. The app runs in the connection's nursery; the socket is
+read only when the session asks for the next message, in the app's task when
+the app waits in ``receive()`` and in the connection task while the app is
+away, so a full queue stops the reads.
 
 Timers are deadlines on the read's cancel scope, not tasks: the next ping,
 the pong deadline and the end of the closing handshake. They only run while
-the reader is reading, so an app that is slow to take its messages (the
-reader paused, pongs unread in the socket) is not mistaken for a dead peer.
+some task is reading, so an app that is slow to take its messages (nobody
+reading, pongs unread in the socket) is not mistaken for a dead peer.
 All writes go through one lock, and each writes exactly the bytes
 :class:`WSProtocol` produced up to then, so nothing is buffered beyond what
 one ``send_all`` holds.
@@ -85,6 +86,8 @@ async def websocket_upgrade(
     if state.stopping:
         session.shutdown()
     try:
+        # H1Connection opens this nursery around every upgrade handler.
+        assert connection.nursery is not None
         await session.serve(state.app, connection.nursery)
     finally:
         control.on_shutdown = None
@@ -104,6 +107,7 @@ class H1WebSocket:
         "_close_deadline",
         "_connection",
         "_events",
+        "_interrupted",
         "_left_at",
         "_lost",
         "_next_ping",
@@ -111,8 +115,8 @@ class H1WebSocket:
         "_ping_timeout",
         "_pong_deadline",
         "_read_scope",
-        "_send_lock",
         "_stream",
+        "_writing",
         "protocol",
     )
 
@@ -129,13 +133,14 @@ class H1WebSocket:
         self.protocol = protocol
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
-        self._send_lock = trio.Lock()
+        self._writing = _WriteTurn()
         self._events: deque[WebSocketEvent] = deque()
         self._next_ping = math.inf
         self._pong_deadline = math.inf
         self._close_deadline = math.inf
         self._read_scope: trio.CancelScope | None = None
         self._left_at: float | None = None
+        self._interrupted = False
         self._lost = False
 
     # The handshake answers, framed by the HTTP/1.1 handler.
@@ -146,7 +151,7 @@ class H1WebSocket:
         self._events.extend(protocol.receive_data(trailing) if trailing else protocol.next_events())
         if self._ping_interval is not None:
             self._next_ping = trio.current_time() + self._ping_interval
-        async with self._send_lock:
+        async with self._writing:
             await self._write(head + protocol.data_to_send())
 
     async def send_head(
@@ -154,26 +159,35 @@ class H1WebSocket:
     ) -> None:
         h1 = self._connection.protocol
         data = h1.send_response(status, headers) + h1.send_body(body, more=not end)
-        async with self._send_lock:
+        async with self._writing:
             await self._write(data)
 
     async def send_body(self, body: bytes, end: bool) -> None:
         data = self._connection.protocol.send_body(body, more=not end)
         if data:
-            async with self._send_lock:
+            async with self._writing:
                 await self._write(data)
 
     # Messages and the closing handshake.
 
     async def send_message(self, data: bytes | str) -> None:
-        async with self._send_lock:
-            if not self.protocol.open:
+        # The turn is taken by hand: this is the path every message takes.
+        lock = self._writing.lock
+        try:
+            lock.acquire_nowait()
+        except trio.WouldBlock:
+            await lock.acquire()
+        try:
+            protocol = self.protocol
+            if not protocol.open:
                 raise ClientDisconnected("the WebSocket is closed")
-            self.protocol.send_message(data)
-            await self._write(self.protocol.data_to_send())
+            protocol.send_message(data)
+            await self._write(protocol.data_to_send())
+        finally:
+            lock.release()
 
     async def close(self, code: int, reason: str) -> None:
-        async with self._send_lock:
+        async with self._writing:
             if not self.protocol.open:
                 return
             self.protocol.close(code, reason)
@@ -182,16 +196,30 @@ class H1WebSocket:
                 self._read_scope.deadline = min(self._read_scope.deadline, self._close_deadline)
             await self._write(self.protocol.data_to_send())
 
-    async def receive_event(self) -> WebSocketEvent:
-        if self._left_at is not None and self.protocol.awaiting_pong:
-            # The time the app took to make room in its queue does not count against the peer.
+    async def receive_event(self) -> WebSocketEvent | None:
+        protocol = self.protocol
+        if self._left_at is not None:
+            # The time nobody was reading (the app busy, its queue full) does not count
+            # against the peer.
             self._pong_deadline += trio.current_time() - self._left_at
-        while not self._events:
-            if self.protocol.disconnected:
-                raise RuntimeError("receive_event() called after the disconnect was reported")
-            await self._read()
-        self._left_at = trio.current_time()
-        return self._events.popleft()
+        try:
+            while not self._events:
+                if self._interrupted:
+                    return None
+                if protocol.disconnected:
+                    raise RuntimeError("receive_event() called after the disconnect was reported")
+                await self._read()
+            return self._events.popleft()
+        finally:
+            self._interrupted = False
+            # Pings are sent only while reading, so only an unanswered one needs the time.
+            self._left_at = trio.current_time() if protocol.awaiting_pong else None
+
+    def interrupt_receive(self) -> None:
+        """Make the ``receive_event`` in progress return None; unread bytes stay in the socket."""
+        self._interrupted = True
+        if self._read_scope is not None:
+            self._read_scope.cancel()
 
     async def release(self) -> None:
         """Close the socket now that the WebSocket is over, even if the app task still runs.
@@ -217,13 +245,17 @@ class H1WebSocket:
             return
         with trio.CancelScope(deadline=self._deadline()) as scope:
             self._read_scope = scope
-            data = await self._receive()
-        self._read_scope = None
+            try:
+                data = await self._stream.receive_some(RECEIVE_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            finally:
+                self._read_scope = None
         if scope.cancelled_caught:
             await self._on_timer()
             return
         self._events.extend(protocol.receive_data(data))
-        if not protocol.failed:
+        if protocol.wants_write and not protocol.failed:
             await self._flush()
 
     def _deadline(self) -> float:
@@ -267,7 +299,7 @@ class H1WebSocket:
         (as nginx's lingering close does), within ``CLOSE_HANDSHAKE_TIMEOUT`` overall.
         """
         with trio.move_on_after(CLOSE_HANDSHAKE_TIMEOUT):
-            async with self._send_lock:
+            async with self._writing:
                 try:
                     await self._write(self.protocol.data_to_send())
                     if isinstance(self._stream, trio.abc.HalfCloseableStream):
@@ -287,7 +319,7 @@ class H1WebSocket:
         """Write what the protocol produced on its own (pongs, pings, the close echo)."""
         if not self.protocol.wants_write:
             return
-        async with self._send_lock:
+        async with self._writing:
             data = self.protocol.data_to_send()
             if data:
                 try:
@@ -309,3 +341,26 @@ class H1WebSocket:
             if self._read_scope is not None:
                 self._read_scope.cancel()
             raise ClientDisconnected("the client has disconnected") from None
+
+
+class _WriteTurn:
+    """Writers to the stream take turns, through a :class:`trio.Lock` taken without a yield.
+
+    ``async with lock`` yields to the scheduler even when the lock is free,
+    which cost a tenth of an echoed message; ``acquire_nowait`` does not, and
+    the ``send_all`` that follows is the checkpoint.
+    """
+
+    __slots__ = ("lock",)
+
+    def __init__(self) -> None:
+        self.lock = trio.Lock()
+
+    async def __aenter__(self) -> None:
+        try:
+            self.lock.acquire_nowait()
+        except trio.WouldBlock:
+            await self.lock.acquire()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.lock.release()
