@@ -16,6 +16,9 @@ from palfrey.protocols.h1_wire import BodyCounter, check_request_head
 from palfrey.protocols.status import reason_phrase
 
 _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
+#: h11 events are immutable, so the one every response ends with is made once.
+_END_OF_MESSAGE = h11.EndOfMessage()
+_EMPTY_END = BodyReceived(b"", False)
 
 
 class H1Protocol:
@@ -56,27 +59,29 @@ class H1Protocol:
                     events.append(ConnectionClosed("peer closed in the middle of a request"))
                     return events
                 raise ProtocolError(str(exc), exc.error_status_hint) from None
-            if event is h11.NEED_DATA or event is h11.PAUSED:
-                return events
-            if isinstance(event, h11.Data):
+            kind = type(event)
+            if kind is h11.Request:
+                events.append(self._request_received(event))
+            elif kind is h11.EndOfMessage:
+                if events and type(events[-1]) is BodyReceived:
+                    events[-1] = BodyReceived(events[-1].data, False)
+                else:
+                    events.append(_EMPTY_END)
+            elif kind is h11.Data:
                 self._body.add(len(event.data))
-                if events and isinstance(events[-1], BodyReceived):
+                if events and type(events[-1]) is BodyReceived:
                     events[-1] = BodyReceived(events[-1].data + event.data, True)
                 else:
                     events.append(BodyReceived(bytes(event.data), True))
-            elif isinstance(event, h11.EndOfMessage):
-                if events and isinstance(events[-1], BodyReceived):
-                    events[-1] = BodyReceived(events[-1].data, False)
-                else:
-                    events.append(BodyReceived(b"", False))
-            elif isinstance(event, h11.Request):
-                events.append(self._request_received(event))
-            elif isinstance(event, h11.ConnectionClosed):
+            elif kind is h11.ConnectionClosed:
                 events.append(ConnectionClosed("peer closed the connection"))
+                return events
+            else:  # NEED_DATA or PAUSED
                 return events
 
     def _request_received(self, event: h11.Request) -> RequestReceived:
-        headers = tuple(event.headers)
+        # raw_items() is a plain list; iterating h11's Headers builds a tuple per item.
+        headers = tuple([(name.lower(), value) for name, value in event.headers.raw_items()])
         content_length: int | None = None
         chunked = False
         for name, value in headers:
@@ -128,7 +133,7 @@ class H1Protocol:
             if data and not self._head_request:
                 out = conn.send(h11.Data(data=data)) or b""
             if not more:
-                out += conn.send(h11.EndOfMessage()) or b""
+                out += conn.send(_END_OF_MESSAGE) or b""
         except h11.LocalProtocolError as exc:
             conn.send_failed()
             raise LocalProtocolError(str(exc)) from None
