@@ -2,20 +2,27 @@
 
 :class:`trio.SocketStream` layers a conflict detector, a generator context
 manager for error translation, memoryview slicing and trio's socket wrapper
-around every ``recv`` and ``send``: about 2 µs per call, a twentieth of a whole
-keep-alive request. These classes call the non-blocking stdlib socket directly
-and park on :func:`trio.lowlevel.wait_readable` / ``wait_writable`` only when
-it would block, keeping trio's contract: cancellation is checked before any byte moves,
-and errors surface as ``BrokenResourceError`` / ``ClosedResourceError``.
+around every ``recv`` and ``send``: about 2 µs per call, a tenth of a whole
+keep-alive request with httptools. These classes call the non-blocking stdlib
+socket directly and park on :func:`trio.lowlevel.wait_readable` /
+``wait_writable`` only when it would block, keeping trio's contract:
+cancellation is checked before any byte moves, and errors surface as
+``BrokenResourceError`` / ``ClosedResourceError``.
 
-Scheduling differs in one place. trio yields to the scheduler after every
-successful call; here a read that finds data waiting skips that yield when
-the stream's previous call already yielded. An echo (WebSocket message,
-pipelined request) is then read, answered and written with one scheduler pass
-instead of two, while a busy connection still yields at least every second
-call and cannot starve the rest. Every write yields: under load the next
-request often arrives during that pass, and the read after it then finds
-data instead of parking in epoll.
+Scheduling differs. trio yields to the scheduler after every successful
+call; here a call skips that yield when the call before it on the stream
+yielded and was of a kind that makes the next yield redundant:
+
+* a read that finds data waiting, after any call that yielded: an echo
+  (WebSocket message, pipelined request) is read, answered and written with
+  one scheduler pass instead of two;
+* a write that follows a write that yielded: a streamed response yields every
+  second chunk, which more than halves the scheduling cost per chunk.
+
+A write after a read always yields: under load the next request often
+arrives during that pass, and the read after it then finds data instead of
+parking in epoll. No two calls in a row skip their yield, so a busy
+connection cannot starve the others.
 """
 
 from __future__ import annotations
@@ -69,7 +76,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
     parked gets ``BusyResourceError`` rather than interleaved bytes.
     """
 
-    __slots__ = ("_eof_sent", "_sending", "_yielded", "socket")
+    __slots__ = ("_eof_sent", "_send_yielded", "_sending", "_yielded", "socket")
 
     def __init__(self, sock: socket.socket) -> None:
         sock.setblocking(False)
@@ -83,6 +90,8 @@ class SocketStream(trio.abc.HalfCloseableStream):
         self._sending = False
         #: The previous call on this stream gave the scheduler a turn.
         self._yielded = False
+        #: ...and it was a write.
+        self._send_yielded = False
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         sock = self.socket
@@ -95,6 +104,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         except OSError as exc:
             raise _stream_error(exc) from exc
         else:
+            self._send_yielded = False
             if self._yielded:
                 self._yielded = False
             else:
@@ -102,6 +112,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
                 self._yielded = True
             return data
         self._yielded = True
+        self._send_yielded = False
         while True:
             await trio.lowlevel.wait_readable(sock)
             try:
@@ -123,11 +134,15 @@ class SocketStream(trio.abc.HalfCloseableStream):
             sent = 0
         except OSError as exc:
             raise _stream_error(exc) from exc
-        self._yielded = True
         if sent == len(data):
+            if self._send_yielded:
+                # The second of two writes in a row: the first gave the scheduler its turn.
+                self._send_yielded = self._yielded = False
+                return
             await trio.lowlevel.cancel_shielded_checkpoint()
         else:
             await self._send_rest(memoryview(data), sent)
+        self._send_yielded = self._yielded = True
 
     async def _send_rest(self, view: memoryview, sent: int) -> None:
         """The slow path: the kernel's send buffer is full, so wait for room, part by part."""
