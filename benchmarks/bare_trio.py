@@ -4,9 +4,11 @@ Answers every request with the same fixed ``/plaintext`` response, with no
 ASGI, no routing and no per-request objects, so the gap between this and
 Palfrey is what Palfrey's layers cost on the same event loop. ``--parse none``
 only counts blank lines; ``--parse httptools`` runs llhttp over the bytes as
-Palfrey's fast parser does (one parser per connection, one callback per request).
+Palfrey's fast parser does (one parser per connection, one callback per request);
+``--parse h11`` runs h11's server state machine for every request, reading
+events until it pauses, and writes the fixed answer through it.
 
-Usage: ``python benchmarks/bare_trio.py --port 8000 [--parse httptools]``
+Usage: ``python benchmarks/bare_trio.py --port 8000 [--parse httptools|h11]``
 """
 
 from __future__ import annotations
@@ -93,8 +95,40 @@ async def serve_parsing(stream: trio.SocketStream) -> None:
                     return
 
 
+async def serve_h11(stream: trio.SocketStream) -> None:
+    """Parse and frame with h11: the least any h11 server does per request."""
+    import h11  # noqa: PLC0415 - only this mode needs it
+
+    headers = [
+        (b"content-type", b"text/plain"),
+        (b"content-length", b"13"),
+        (b"server", b"bare"),
+        (b"date", formatdate(usegmt=True).encode()),
+    ]
+    conn = h11.Connection(h11.SERVER)
+    async with stream:
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError:
+                return
+            if event is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(65536))
+            elif type(event) is h11.Request:
+                continue
+            elif type(event) is h11.EndOfMessage:
+                out = conn.send(h11.Response(status_code=200, headers=headers, reason=b"OK"))
+                out += conn.send(h11.Data(data=BODY)) + conn.send(h11.EndOfMessage())
+                await stream.send_all(out)
+                if conn.our_state is not h11.DONE:
+                    return
+                conn.start_next_cycle()
+            else:  # ConnectionClosed, PAUSED with a closing peer, or anything unexpected
+                return
+
+
 async def main(port: int, parse: str) -> None:
-    serve = serve_parsing if parse == "httptools" else serve_counting
+    serve = {"httptools": serve_parsing, "h11": serve_h11}.get(parse, serve_counting)
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
@@ -108,6 +142,6 @@ async def main(port: int, parse: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--parse", choices=("none", "httptools"), default="none")
+    parser.add_argument("--parse", choices=("none", "httptools", "h11"), default="none")
     arguments = parser.parse_args()
     trio.run(partial(main, arguments.port, arguments.parse))

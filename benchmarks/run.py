@@ -101,6 +101,8 @@ def servers() -> list[Server]:
     out.append(Server("hypercorn-trio", [*hypercorn, "-k", "trio"], "palfrey-h11"))
     out.append(Server("hypercorn-asyncio", [*hypercorn, "-k", "asyncio"], "palfrey-h11"))
     out.append(Server("bare-trio", [*bare, "--parse", "none"], "palfrey-h11", full_app=False))
+    argv = [*bare, "--parse", "h11"]
+    out.append(Server("bare-trio-h11", argv, "palfrey-h11", full_app=False))
     if has("httptools"):
         argv = [*bare, "--parse", "httptools"]
         out.append(Server("bare-trio-httptools", argv, "palfrey-httptools", full_app=False))
