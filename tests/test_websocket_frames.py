@@ -6,6 +6,7 @@ client-side wsproto connection) and the server's frames are parsed by wsproto.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -352,3 +353,69 @@ async def test_a_cancelled_receive_loses_no_bytes(serve: Any) -> None:
         {"type": "websocket.receive", "text": "split across reads"},
         {"type": "websocket.receive", "bytes": b"next"},
     ]
+
+
+async def test_an_app_polling_receive_still_gets_messages_and_pongs(serve: Any) -> None:
+    """A receive() cancelled before it reads (a zero-timeout poll) does not count as reading."""
+    seen = Recorder()
+
+    async def poller(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        while True:
+            with trio.move_on_after(0):
+                message = await receive()
+                seen.add(message)
+                if message["type"] == "websocket.disconnect":
+                    return
+            await send({"type": "websocket.send", "text": "tick"})
+            await trio.sleep(0.01)  # back well within the read-ahead delay
+
+    async with serve(poller, lifespan="off") as srv:
+        with trio.fail_after(WAIT):
+            client = await RawWebSocket.open(srv)
+            await client.send_event(TextMessage("hello"))
+            await client.send_event(Ping(b"anyone?"))
+            while (event := await client.next_event()) != Pong(b"anyone?"):
+                assert event == TextMessage("tick")
+            items = await seen.wait_for(len)
+            await client.aclose()
+    assert items[0] == {"type": "websocket.receive", "text": "hello"}
+
+
+async def test_timeouts_around_receive_lose_no_pongs(serve: Any) -> None:
+    """A pong produced in the app's task is written even if the app's timeout fires meanwhile."""
+
+    async def impatient(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+        async def busy() -> None:
+            while True:
+                time.sleep(0.001)  # another task holding the loop for a moment
+                await trio.sleep(0)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(busy)
+            while True:
+                with trio.move_on_after(0.003):
+                    if (await receive())["type"] == "websocket.disconnect":
+                        nursery.cancel_scope.cancel()
+                        return
+
+    async with serve(impatient, lifespan="off") as srv:
+        client = await RawWebSocket.open(srv)
+        lost = 0
+        for number in range(50):
+            payload = number.to_bytes(4, "big")
+            await client.send_event(Ping(payload))
+            with trio.move_on_after(1) as waiting:
+                while await client.next_event() != Pong(payload):
+                    pass
+            lost += waiting.cancelled_caught
+        await client.aclose()
+    assert lost == 0

@@ -11,11 +11,12 @@ HTTP/2 reuse this class unchanged).
 Reading takes one of two paths. When the app calls ``receive()`` with nothing
 queued and nobody reading, the app task asks the transport for the next
 message itself: no hand-off between tasks, so an echo costs one task switch
-per message instead of two. While the app is away from ``receive()`` (busy, or
-only sending) for longer than :data:`READ_AHEAD_DELAY`, the connection task
-reads for it instead, so pings are answered and a peer's close or lost
-connection is noticed; it hands reading back as soon as it has given a message
-to an app that was waiting for it. Only one task reads at a time.
+per message instead of two. When no app task has finished such a read for
+:data:`READ_AHEAD_DELAY` (the app is busy, only sends, or polls ``receive()``
+under a timeout that expires first), the connection task reads for it instead,
+so pings are answered and a peer's close or lost connection is noticed; it
+hands reading back as soon as it has given a message to an app that was
+waiting for it. Only one task reads at a time.
 
 Back-pressure follows the wsproto advice (design seed 002): messages are read
 ahead only while fewer than ``max_queue`` wait for the app, and the app reads
@@ -134,9 +135,8 @@ class WebSocketSession:
     _reading: bool = False
     #: That task is an app task reading inline (``interrupt_receive`` reaches it).
     _app_reading: bool = False
-    #: App tasks inside ``receive()``, and when the last one left.
-    _receivers: int = 0
-    _left_at: float = 0.0
+    #: When an app task last finished reading the socket itself.
+    _app_read_at: float = 0.0
     #: The transport reported the disconnect; nothing more will be read.
     _ended: bool = False
     _nursery: trio.Nursery | None = None
@@ -199,41 +199,39 @@ class WebSocketSession:
         if not self._connect_delivered:
             self._connect_delivered = True
             return dict(_CONNECT)
-        self._receivers += 1
-        try:
-            while True:
-                if self._queue:
-                    message = self._queue.popleft()
-                    self._reader_waiting.unpark_all()
-                    return message
-                if self._disconnect is not None:
-                    code, reason = self._disconnect
-                    return {"type": "websocket.disconnect", "code": code, "reason": reason}
-                if self._reading or not self._accepted:
-                    await self._app_waiting.park()
-                    continue
-                message = await self._read_inline()
-                if message is not None:
-                    return message
-        finally:
-            self._receivers -= 1
-            if not self._receivers:
-                self._left_at = now = trio.current_time()
-                scope = self._pause_scope
-                if scope is not None and scope.deadline == math.inf:
-                    scope.deadline = now + READ_AHEAD_DELAY
+        while True:
+            if self._queue:
+                message = self._queue.popleft()
+                self._reader_waiting.unpark_all()
+                return message
+            if self._disconnect is not None:
+                code, reason = self._disconnect
+                return {"type": "websocket.disconnect", "code": code, "reason": reason}
+            if self._reading or not self._accepted:
+                await self._app_waiting.park()
+                continue
+            message = await self._read_inline()
+            if message is not None:
+                return message
 
     async def _read_inline(self) -> Message | None:
         """Read the next message in the app's task; None if there is none to return yet."""
         self._reading = self._app_reading = True
         try:
             event = await self.transport.receive_event()
+            # Only a read that finished counts: an app whose receive() is cancelled
+            # before it reads (a poll under ``move_on_after(0)``) is not reading.
+            self._app_read_at = trio.current_time()
         finally:
             self._reading = self._app_reading = False
             if self._app_waiting:
                 self._app_waiting.unpark_all()
+            scope = self._pause_scope
             if self._disconnect is not None:
                 self._reader_waiting.unpark_all()
+            elif scope is not None and scope.deadline == math.inf:
+                # Nobody reads now: the connection task takes over unless the app comes back.
+                scope.deadline = self._app_read_at + READ_AHEAD_DELAY
         if type(event) is WebSocketDataReceived:
             if self._disconnect is None:
                 data = event.data
@@ -385,14 +383,13 @@ class WebSocketSession:
         """
         transport = self.transport
         queue = self._queue
-        self._left_at = trio.current_time()
+        self._app_read_at = trio.current_time()
         while not self._ended:
             if self._reading or (
                 self._disconnect is None
                 and (
-                    self._receivers
-                    or len(queue) >= self.max_queue
-                    or trio.current_time() < self._left_at + READ_AHEAD_DELAY
+                    len(queue) >= self.max_queue
+                    or trio.current_time() < self._app_read_at + READ_AHEAD_DELAY
                 )
             ):
                 await self._pause()
@@ -402,9 +399,11 @@ class WebSocketSession:
                 event = await transport.receive_event()
             finally:
                 self._reading = False
-                # An app waiting in receive() takes the message, then reads inline again.
                 if self._app_waiting:
+                    # An app waiting in receive() takes the message, then reads inline
+                    # again: give reading back to it.
                     self._app_waiting.unpark_all()
+                    self._app_read_at = trio.current_time()
             if type(event) is WebSocketDataReceived:
                 if self._disconnect is None:
                     data = event.data
@@ -420,15 +419,14 @@ class WebSocketSession:
     async def _pause(self) -> None:
         """Wait until reading may be this task's turn.
 
-        Without a deadline while the app is in ``receive()`` (it reads, or is
-        about to), someone else reads or the queue is full: leaving
-        ``receive()``, a read ending after a disconnect, room in the queue and
-        the disconnect itself wake this task. Otherwise it wakes when the app
-        has been away for :data:`READ_AHEAD_DELAY`.
+        Without a deadline while someone reads or the queue is full: the end
+        of an inline read, room in the queue and the disconnect wake this
+        task. Otherwise it wakes once the app has not finished a read of its
+        own for :data:`READ_AHEAD_DELAY`.
         """
         deadline = math.inf
-        if not self._reading and not self._receivers and len(self._queue) < self.max_queue:
-            deadline = self._left_at + READ_AHEAD_DELAY
+        if not self._reading and len(self._queue) < self.max_queue:
+            deadline = self._app_read_at + READ_AHEAD_DELAY
         with trio.CancelScope(deadline=deadline) as scope:
             self._pause_scope = scope
             try:

@@ -278,8 +278,7 @@ class H1WebSocket:
         elif protocol.awaiting_pong and now >= self._pong_deadline:
             logger.debug("WebSocket keepalive ping timed out; closing with 1011")
             self._events.extend(protocol.fail(INTERNAL_ERROR, "keepalive ping timeout"))
-            with trio.move_on_after(CLOSE_HANDSHAKE_TIMEOUT):
-                await self._flush()
+            await self._flush()
             self._lost = True
         elif now >= self._next_ping:
             assert self._ping_interval is not None
@@ -316,16 +315,27 @@ class H1WebSocket:
         self._lost = True
 
     async def _flush(self) -> None:
-        """Write what the protocol produced on its own (pongs, pings, the close echo)."""
+        """Write what the protocol produced on its own (pongs, pings, the close echo).
+
+        This often runs in the app's task (it reads inline), whose own cancel
+        scopes must not drop bytes the protocol has already handed over: the
+        write is shielded, under a deadline of its own. A peer that reads
+        nothing for that long is given up on.
+        """
         if not self.protocol.wants_write:
             return
-        async with self._writing:
-            data = self.protocol.data_to_send()
-            if data:
-                try:
-                    await self._write(data)
-                except ClientDisconnected:
-                    return
+        with trio.CancelScope(
+            shield=True, deadline=trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT
+        ) as scope:
+            async with self._writing:
+                data = self.protocol.data_to_send()
+                if data:
+                    try:
+                        await self._write(data)
+                    except ClientDisconnected:
+                        return
+        if scope.cancelled_caught:
+            self._lost = True
 
     async def _receive(self) -> bytes:
         try:
