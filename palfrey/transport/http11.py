@@ -147,6 +147,12 @@ class H1Connection:
             finally:
                 control.idle = False
                 control.deadline = math.inf
+            if control.waiting_scope.cancel_called:
+                # The wait was ended (timeout, shutdown) in the same scheduler pass in
+                # which the request arrived. Everything in the cancelled scope would be
+                # cancelled, so the app must not start: close, as on any keep-alive
+                # timeout that crosses a request (RFC 9112 §9.3.1 lets clients retry).
+                return None
         event = events.pop(0)
         if type(event) is RequestReceived:
             return event

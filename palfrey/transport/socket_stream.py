@@ -83,6 +83,8 @@ class SocketStream(trio.abc.HalfCloseableStream):
         if sock.family in _TCP_FAMILIES:
             # Responses are written whole, so Nagle would only delay them. A peer
             # that already reset the connection makes this fail; reads will say so.
+            # Unlike trio, no TCP_NOTSENT_LOWAT: like Uvicorn, large responses go to
+            # the kernel in as few writes as its buffer allows.
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.socket = sock
