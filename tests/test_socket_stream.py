@@ -77,6 +77,8 @@ async def test_closing_wakes_a_parked_reader_with_closed_resource() -> None:
         await left.receive_some()
     with pytest.raises(trio.ClosedResourceError):
         await left.send_all(b"x")
+    with pytest.raises(trio.ClosedResourceError):
+        await left.wait_send_all_might_not_block()
 
 
 async def test_a_reset_peer_breaks_the_stream() -> None:

@@ -164,6 +164,8 @@ class SocketStream(trio.abc.HalfCloseableStream):
             view.release()
 
     async def wait_send_all_might_not_block(self) -> None:
+        if self.socket.fileno() == -1:
+            raise trio.ClosedResourceError("this socket was already closed")
         await trio.lowlevel.wait_writable(self.socket)
 
     async def send_eof(self) -> None:
