@@ -232,6 +232,14 @@ class WebSocketSession:
             elif scope is not None and scope.deadline == math.inf:
                 # Nobody reads now: the connection task takes over unless the app comes back.
                 scope.deadline = self._app_read_at + READ_AHEAD_DELAY
+        return self._take(event)
+
+    def _take(self, event: WebSocketEvent | None) -> Message | None:
+        """The app's message for what the transport read; a disconnect is recorded instead.
+
+        Messages that arrive once a disconnect is recorded are dropped: the app
+        has been, or is about to be, told the WebSocket is over.
+        """
         if type(event) is WebSocketDataReceived:
             if self._disconnect is None:
                 data = event.data
@@ -404,17 +412,10 @@ class WebSocketSession:
                     # again: give reading back to it.
                     self._app_waiting.unpark_all()
                     self._app_read_at = trio.current_time()
-            if type(event) is WebSocketDataReceived:
-                if self._disconnect is None:
-                    data = event.data
-                    if type(data) is str:
-                        queue.append({"type": "websocket.receive", "text": data})
-                    else:
-                        queue.append({"type": "websocket.receive", "bytes": data})
-                    self.queue_high_water = max(self.queue_high_water, len(queue))
-            elif type(event) is WebSocketDisconnected:
-                self._ended = True
-                self._set_disconnect(event.code, event.reason)
+            message = self._take(event)
+            if message is not None:
+                queue.append(message)
+                self.queue_high_water = max(self.queue_high_water, len(queue))
 
     async def _pause(self) -> None:
         """Wait until reading may be this task's turn.

@@ -171,20 +171,12 @@ class H1WebSocket:
     # Messages and the closing handshake.
 
     async def send_message(self, data: bytes | str) -> None:
-        # The turn is taken by hand: this is the path every message takes.
-        lock = self._writing.lock
-        try:
-            lock.acquire_nowait()
-        except trio.WouldBlock:
-            await lock.acquire()
-        try:
+        async with self._writing:
             protocol = self.protocol
             if not protocol.open:
                 raise ClientDisconnected("the WebSocket is closed")
             protocol.send_message(data)
             await self._write(protocol.data_to_send())
-        finally:
-            lock.release()
 
     async def close(self, code: int, reason: str) -> None:
         async with self._writing:
@@ -361,16 +353,16 @@ class _WriteTurn:
     the ``send_all`` that follows is the checkpoint.
     """
 
-    __slots__ = ("lock",)
+    __slots__ = ("_lock",)
 
     def __init__(self) -> None:
-        self.lock = trio.Lock()
+        self._lock = trio.Lock()
 
     async def __aenter__(self) -> None:
         try:
-            self.lock.acquire_nowait()
+            self._lock.acquire_nowait()
         except trio.WouldBlock:
-            await self.lock.acquire()
+            await self._lock.acquire()
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.lock.release()
+        self._lock.release()
