@@ -2,17 +2,62 @@
 
 from __future__ import annotations
 
+import itertools
+import math
+import random
 import socket
+import ssl
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 import trio
+import trio.testing
+from tls_cert import Certificate
 
-from palfrey.transport.socket_stream import SocketListener, SocketStream
+from palfrey.transport.socket_stream import (
+    SocketListener,
+    SocketStream,
+    StreamTimeout,
+    timed_out,
+)
 
 
-def stream_pair() -> tuple[SocketStream, SocketStream]:
+def stream_pair(*, skip_redundant_yields: bool = False) -> tuple[SocketStream, SocketStream]:
     left, right = socket.socketpair()
-    return SocketStream(left), SocketStream(right)
+    return (
+        SocketStream(left, skip_redundant_yields=skip_redundant_yields),
+        SocketStream(right, skip_redundant_yields=skip_redundant_yields),
+    )
+
+
+def small_buffer_pair() -> tuple[SocketStream, SocketStream]:
+    """A pair whose kernel buffers fill after a few KiB, so that writes park early."""
+    left, right = stream_pair()
+    left.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    right.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    return left, right
+
+
+class StepCounter(trio.abc.Instrument):
+    """Counts each task's steps: a call during which the count moves let the scheduler run."""
+
+    def __init__(self) -> None:
+        self.steps: Counter[trio.lowlevel.Task] = Counter()
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task] += 1
+
+
+@contextmanager
+def counting_steps() -> Iterator[StepCounter]:
+    counter = StepCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        yield counter
+    finally:
+        trio.lowlevel.remove_instrument(counter)
 
 
 async def test_bytes_round_trip_both_ways() -> None:
@@ -111,7 +156,7 @@ async def test_a_cancelled_write_sends_nothing() -> None:
 
 async def test_ready_data_still_yields_to_other_tasks() -> None:
     """A connection whose socket always has data must not starve the rest."""
-    left, right = stream_pair()
+    left, right = stream_pair(skip_redundant_yields=True)
     await left.send_all(b"x" * 1000)
     ticks = 0
 
@@ -162,3 +207,256 @@ async def test_closing_the_listener_wakes_accept() -> None:
         await trio.testing.wait_all_tasks_blocked()
         await listener.aclose()
     assert outcome == [trio.ClosedResourceError]
+
+
+async def test_receive_sizes_below_one_are_refused() -> None:
+    left, right = stream_pair()
+    await left.send_all(b"kept")
+    for size in (0, -1):
+        with pytest.raises(ValueError, match="at least 1"):
+            await right.receive_some(size)
+    assert await right.receive_some(None) == b"kept"
+
+
+async def test_a_second_reader_during_a_parked_read_is_refused() -> None:
+    _left, right = stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(right.receive_some)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await right.receive_some()
+        nursery.cancel_scope.cancel()
+
+
+# Scheduling: strict by default, relaxed with skip_redundant_yields.
+
+
+def call_pattern(seed: int, length: int) -> list[str]:
+    rng = random.Random(seed)
+    return [rng.choice("rw") for _ in range(length)]
+
+
+async def yields_per_call(stream: SocketStream, pattern: list[str]) -> list[bool]:
+    """Run reads ("r", data always waiting) and writes ("w") in this task; True where it yielded."""
+    task = trio.lowlevel.current_task()
+    yielded = []
+    with counting_steps() as counter:
+        for op in pattern:
+            before = counter.steps[task]
+            if op == "r":
+                assert await stream.receive_some(1) == b"x"
+            else:
+                await stream.send_all(b"y")
+            yielded.append(counter.steps[task] != before)
+    return yielded
+
+
+async def test_by_default_every_call_yields() -> None:
+    left, right = stream_pair()
+    await left.send_all(b"x" * 1000)
+    assert all(await yields_per_call(right, call_pattern(0, 400)))
+
+
+async def test_a_task_skips_only_the_documented_yields_and_never_two_in_a_row() -> None:
+    left, right = stream_pair(skip_redundant_yields=True)
+    await left.send_all(b"x" * 1000)
+    pattern = call_pattern(1, 400)
+    yielded = await yields_per_call(right, pattern)
+    # A read skips after any call of this task that yielded; a write never skips.
+    expected = [True]
+    for op in pattern[1:]:
+        expected.append(not (expected[-1] and op == "r"))
+    assert yielded == expected
+    assert not any(not a and not b for a, b in itertools.pairwise(yielded))
+    assert not all(yielded)
+
+
+@pytest.mark.parametrize("second", ["r", "w"])
+async def test_a_call_after_another_tasks_call_always_yields(second: str) -> None:
+    """One task's yield must not let another task skip (a WebSocket's app and connection tasks)."""
+    left, right = stream_pair(skip_redundant_yields=True)
+    await left.send_all(b"x" * 1000)
+    #: (task name, whether the call yielded), in the order the calls began.
+    calls: list[list[object]] = []
+
+    async def run(name: str, op: str) -> None:
+        task = trio.lowlevel.current_task()
+        with counting_steps() as counter:
+            for _ in range(100):
+                call = [name, None]
+                calls.append(call)
+                before = counter.steps[task]
+                if op == "r":
+                    await right.receive_some(1)
+                else:
+                    await right.send_all(b"y")
+                call[1] = counter.steps[task] != before
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(run, "first", "r")
+        nursery.start_soon(run, "second", second)
+    turns = [
+        yielded for (previous, _), (name, yielded) in itertools.pairwise(calls) if previous != name
+    ]
+    assert len(turns) > 50
+    assert all(turns)
+
+
+# Slow-path deadlines.
+
+
+async def test_a_parked_read_times_out_and_consumes_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = stream_pair()
+    right.receive_timeout = 5
+    start = trio.current_time()
+    with pytest.raises(StreamTimeout) as caught:
+        await right.receive_some()
+    assert trio.current_time() - start == pytest.approx(5)
+    assert timed_out(caught.value)
+    await left.send_all(b"after")
+    assert await right.receive_some() == b"after"
+
+
+async def test_a_read_answered_in_time_does_not_time_out(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = stream_pair()
+    right.receive_timeout = 5
+
+    async def answer_late() -> None:
+        await trio.sleep(4)
+        await left.send_all(b"late")
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer_late)
+        assert await right.receive_some() == b"late"
+    # Each parked read has a deadline of its own.
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(answer_late)
+        assert await right.receive_some() == b"late"
+
+
+async def test_an_outer_cancellation_at_the_same_moment_wins_over_the_timeout(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    _left, right = stream_pair()
+    right.receive_timeout = 5
+    with trio.move_on_after(5) as scope:
+        await right.receive_some()
+    assert scope.cancelled_caught
+
+
+async def test_a_write_nobody_reads_times_out_and_breaks_sending(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = small_buffer_pair()
+    left.send_timeout = 10
+    start = trio.current_time()
+    with pytest.raises(StreamTimeout) as caught:
+        await left.send_all(b"x" * 1024 * 1024)
+    assert trio.current_time() - start == pytest.approx(10)
+    assert timed_out(caught.value)
+    # Part of the message is out: no later byte, and no EOF, may follow it.
+    with pytest.raises(trio.BrokenResourceError):
+        await left.send_all(b"y")
+    with pytest.raises(trio.BrokenResourceError):
+        await left.send_eof()
+    with pytest.raises(trio.BrokenResourceError):
+        await left.wait_send_all_might_not_block()
+    # Receiving is unaffected.
+    await right.send_all(b"still")
+    assert await left.receive_some() == b"still"
+
+
+async def test_each_byte_that_moves_renews_the_send_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, right = small_buffer_pair()
+    left.send_timeout = 10
+    payload = b"x" * 256 * 1024
+    received = 0
+
+    async def slow_reader() -> None:
+        nonlocal received
+        while received < len(payload):
+            await trio.sleep(6)
+            received += len(await right.receive_some())
+
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(slow_reader)
+        await left.send_all(payload)
+    assert trio.current_time() - start > 10 * 2
+
+
+async def test_calls_that_do_not_park_read_no_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    left, right = stream_pair()
+    left.send_timeout = right.receive_timeout = 0
+
+    def no_clock() -> float:
+        raise AssertionError("the fast path read the clock")
+
+    monkeypatch.setattr(trio, "current_time", no_clock)
+    await left.send_all(b"quick")
+    assert await right.receive_some() == b"quick"
+
+
+async def test_timeouts_default_to_never() -> None:
+    left, _right = stream_pair()
+    assert left.send_timeout == left.receive_timeout == math.inf
+
+
+def test_timed_out_follows_causes_and_contexts_only_to_a_stream_timeout() -> None:
+    def chained(inner: BaseException, *, explicit: bool) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException as exc:
+                if explicit:
+                    raise trio.BrokenResourceError from exc
+                raise trio.BrokenResourceError  # the implicit __context__ is the point
+        except trio.BrokenResourceError as outer:
+            return outer
+
+    assert timed_out(StreamTimeout())
+    assert timed_out(chained(StreamTimeout(), explicit=True))
+    assert timed_out(chained(chained(StreamTimeout(), explicit=False), explicit=True))
+    assert not timed_out(chained(ConnectionResetError(), explicit=True))
+    assert not timed_out(trio.BrokenResourceError())
+    looped = trio.BrokenResourceError()
+    other = trio.BrokenResourceError()
+    looped.__context__, other.__context__ = other, looped
+    assert not timed_out(looped)
+
+
+async def tls_pair(
+    certificate: Certificate,
+) -> tuple[trio.SSLStream[SocketStream], trio.SSLStream[SocketStream]]:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(certificate.certfile, certificate.keyfile)
+    left, right = small_buffer_pair()
+    server = trio.SSLStream(left, server_context, server_side=True)
+    client = trio.SSLStream(right, certificate.client_context(), server_hostname="localhost")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(server.do_handshake)
+        nursery.start_soon(client.do_handshake)
+    return server, client
+
+
+async def test_a_timeout_is_recognisable_through_tls(
+    certificate: Certificate, autojump_clock: trio.testing.MockClock
+) -> None:
+    server, client = await tls_pair(certificate)
+    server.transport_stream.receive_timeout = 5
+    with pytest.raises(trio.BrokenResourceError) as caught:
+        await server.receive_some()
+    assert timed_out(caught.value)
+    # Nothing was consumed, so the TLS stream above is still usable too.
+    await client.send_all(b"after")
+    assert await server.receive_some() == b"after"
+    server.transport_stream.send_timeout = 5
+    with pytest.raises(trio.BrokenResourceError) as caught:
+        await server.send_all(b"x" * 1024 * 1024)
+    assert timed_out(caught.value)

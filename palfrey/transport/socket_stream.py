@@ -2,36 +2,62 @@
 
 :class:`trio.SocketStream` layers a conflict detector, a generator context
 manager for error translation, memoryview slicing and trio's socket wrapper
-around every ``recv`` and ``send``: about 2 µs per call, a tenth of a whole
-keep-alive request with httptools. These classes call the non-blocking stdlib
+around every ``recv`` and ``send``, a cost paid several times per keep-alive
+request. These classes call the non-blocking stdlib
 socket directly and park on :func:`trio.lowlevel.wait_readable` /
 ``wait_writable`` only when it would block, keeping trio's contract:
-cancellation is checked before any byte moves, and errors surface as
-``BrokenResourceError`` / ``ClosedResourceError``.
+cancellation is checked before any byte moves, errors surface as
+``BrokenResourceError`` / ``ClosedResourceError``, and a second task that
+reads or writes while another is parked doing the same gets
+``BusyResourceError``.
 
-Scheduling differs. trio yields to the scheduler after every successful
-call; here a call skips that yield when the call before it on the stream
-yielded and was of a kind that makes the next yield redundant:
+Scheduling. By default every call is a full trio checkpoint, and the stream
+passes :func:`trio.testing.check_half_closeable_stream`. The server sets
+``skip_redundant_yields``, which relaxes exactly one clause of that contract:
+**a successful call may return without being a schedule point** (without
+letting other tasks run). It is still always a cancel point: cancellation is
+checked before any byte moves, and a cancelled call moves none. Only a read
+skips, and only when it finds data waiting and the previous call on this
+stream was made by the same task and yielded: an echo (a pipelined request,
+a WebSocket message) is then read, answered and written with one scheduler
+pass instead of two.
 
-* a read that finds data waiting, after any call that yielded: an echo
-  (WebSocket message, pipelined request) is read, answered and written with
-  one scheduler pass instead of two;
-* a write that follows a write that yielded: a streamed response yields every
-  second chunk, which more than halves the scheduling cost per chunk.
+Writes always yield. Every ASGI ``send()`` must let other tasks run, and a
+response body message is one write, so a skipped write yield would be
+a skipped ``send()`` checkpoint. A yield after a write is also what lets the
+next request arrive, so that the read after it finds data instead of parking
+in epoll.
 
-A write after a read always yields: under load the next request often
-arrives during that pass, and the read after it then finds data instead of
-parking in epoll. No two calls in a row skip their yield, so a busy
-connection cannot starve the others.
+Why this is safe: a call that skips clears the record, so no two calls of one
+task in a row on this stream skip, and a task that loops on the stream still
+lets every other task run at least once per two calls; a busy connection
+cannot starve the rest. The record names a task because one stream can have
+two callers (a WebSocket's app task and its connection task): one task's
+yield says nothing about when the other last let the scheduler run, so a call
+by any other task in between takes the skip away.
+
+Deadlines. ``send_timeout`` and ``receive_timeout`` bound only the slow
+paths, where a call must park: a write waiting for room in the kernel's
+buffer, a read waiting for bytes. Calls that do not park read no clock and
+open no cancel scope. Both raise :class:`StreamTimeout`; use
+:func:`timed_out` to recognise it behind another stream's error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import math
 import socket
 
 import trio
+from trio.lowlevel import (
+    cancel_shielded_checkpoint,
+    checkpoint_if_cancelled,
+    current_task,
+    wait_readable,
+    wait_writable,
+)
 
 #: Bytes asked of the kernel per read when the caller does not say.
 DEFAULT_RECEIVE_SIZE = 64 * 1024
@@ -62,6 +88,41 @@ _IGNORED_ACCEPT_ERRNOS = frozenset(
 _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
+class StreamTimeout(trio.BrokenResourceError):
+    """A parked read or write saw no byte move for its stream's timeout.
+
+    A ``BrokenResourceError``, so code that treats a broken peer as gone
+    needs no new case; :func:`timed_out` tells it apart from a reset when the
+    caller wants to (to log it, or to answer a slow client differently).
+    After a send timeout the stream refuses every later write, because part
+    of the message may already be out; a receive timeout consumed nothing and
+    leaves the stream usable.
+    """
+
+
+def timed_out(exc: BaseException) -> bool:
+    """Whether ``exc`` is, or was caused by, a :class:`StreamTimeout`.
+
+    Wrappers such as :class:`trio.SSLStream` may raise their own
+    ``BrokenResourceError`` ``from`` the transport's, so the whole
+    ``__cause__`` / ``__context__`` chain is searched (each exception once,
+    since a chain can loop).
+    """
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        if isinstance(current, StreamTimeout):
+            return True
+        seen.add(id(current))
+        pending.extend(
+            linked for linked in (current.__cause__, current.__context__) if linked is not None
+        )
+    return False
+
+
 def _stream_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
     if exc.errno in _CLOSED_ERRNOS:
         return trio.ClosedResourceError("this socket was already closed")
@@ -74,11 +135,27 @@ class SocketStream(trio.abc.HalfCloseableStream):
     Writes are serialised by the callers (one task per HTTP/1.1 connection, a
     send lock per WebSocket); a second writer arriving while a large write is
     parked gets ``BusyResourceError`` rather than interleaved bytes.
+
+    ``skip_redundant_yields`` turns on the scheduling relaxation described in
+    this module's docstring; ``send_timeout`` and ``receive_timeout`` (seconds,
+    infinite by default) may be changed at any time by the stream's owner and
+    apply from the next time a call parks.
     """
 
-    __slots__ = ("_eof_sent", "_send_yielded", "_sending", "_yielded", "socket")
+    __slots__ = (
+        "_eof_sent",
+        "_receiving",
+        "_send_broken",
+        "_send_refused",
+        "_sending",
+        "_yielder",
+        "receive_timeout",
+        "send_timeout",
+        "skip_redundant_yields",
+        "socket",
+    )
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, *, skip_redundant_yields: bool = False) -> None:
         sock.setblocking(False)
         if sock.family in _TCP_FAMILIES:
             # Responses are written whole, so Nagle would only delay them. A peer
@@ -88,91 +165,158 @@ class SocketStream(trio.abc.HalfCloseableStream):
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.socket = sock
+        self.skip_redundant_yields = skip_redundant_yields
+        #: Seconds a parked write may wait without a byte moving.
+        self.send_timeout = math.inf
+        #: Seconds a parked read may wait for the first byte.
+        self.receive_timeout = math.inf
         self._eof_sent = False
+        #: A send timed out, possibly part-way through a message.
+        self._send_broken = False
+        #: Either of the two above: the one flag the write fast path tests.
+        self._send_refused = False
         self._sending = False
-        #: The previous call on this stream gave the scheduler a turn.
-        self._yielded = False
-        #: ...and it was a write.
-        self._send_yielded = False
+        self._receiving = False
+        #: The task whose call was the last on this stream and gave the scheduler a
+        #: turn; a call by another task replaces it, a call that skips clears it.
+        self._yielder: trio.lowlevel.Task | None = None
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
-        sock = self.socket
-        size = max_bytes or DEFAULT_RECEIVE_SIZE
-        await trio.lowlevel.checkpoint_if_cancelled()
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        elif max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this connection")
+        await checkpoint_if_cancelled()
         try:
-            data = sock.recv(size)
+            data = self.socket.recv(max_bytes)
         except BlockingIOError:
-            pass
+            if self.skip_redundant_yields:
+                self._yielder = current_task()
+            return await self._receive_later(max_bytes)
         except OSError as exc:
             raise _stream_error(exc) from exc
-        else:
-            self._send_yielded = False
-            if self._yielded:
-                self._yielded = False
-            else:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                self._yielded = True
-            return data
-        self._yielded = True
-        self._send_yielded = False
+        if self.skip_redundant_yields:
+            task = current_task()
+            if self._yielder is task:
+                self._yielder = None
+                return data
+            # Claimed before yielding, so that a call by any other task during the
+            # yield takes the claim away.
+            self._yielder = task
+        await cancel_shielded_checkpoint()
+        return data
+
+    async def _receive_later(self, max_bytes: int) -> bytes:
+        """The slow path: nothing is waiting, so park until something arrives or time runs out."""
+        self._receiving = True
+        try:
+            timeout = self.receive_timeout
+            if timeout == math.inf:
+                return await self._receive_when_readable(max_bytes)
+            with trio.CancelScope(deadline=trio.current_time() + timeout):
+                return await self._receive_when_readable(max_bytes)
+            # Only the deadline's own Cancelled is swallowed by the scope (trio lets an
+            # outer cancellation through), and it struck before any recv: nothing was
+            # consumed.
+            raise StreamTimeout(f"nothing received for {timeout} seconds")
+        finally:
+            self._receiving = False
+
+    async def _receive_when_readable(self, max_bytes: int) -> bytes:
+        sock = self.socket
         while True:
-            await trio.lowlevel.wait_readable(sock)
+            await wait_readable(sock)
             try:
-                return sock.recv(size)
+                return sock.recv(max_bytes)
             except BlockingIOError:
                 continue
             except OSError as exc:
                 raise _stream_error(exc) from exc
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        if self._eof_sent:
-            raise trio.ClosedResourceError("can't send data after sending EOF")
+        if self._send_refused:
+            raise self._refusal()
         if self._sending:
             raise trio.BusyResourceError("another task is sending on this connection")
-        await trio.lowlevel.checkpoint_if_cancelled()
+        await checkpoint_if_cancelled()
         try:
             sent = self.socket.send(data)
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             raise _stream_error(exc) from exc
-        if sent == len(data):
-            if self._send_yielded:
-                # The second of two writes in a row: the first gave the scheduler its turn.
-                self._send_yielded = self._yielded = False
-                return
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        else:
+        if self.skip_redundant_yields:
+            self._yielder = current_task()
+        if sent != len(data):
             await self._send_rest(memoryview(data), sent)
-        self._send_yielded = self._yielded = True
+            return
+        await cancel_shielded_checkpoint()
+
+    def _refusal(self) -> trio.BrokenResourceError | trio.ClosedResourceError:
+        if self._send_broken:
+            return trio.BrokenResourceError("an earlier send timed out part-way")
+        return trio.ClosedResourceError("can't send data after sending EOF")
 
     async def _send_rest(self, view: memoryview, sent: int) -> None:
         """The slow path: the kernel's send buffer is full, so wait for room, part by part."""
-        sock = self.socket
         self._sending = True
         try:
-            while sent < len(view):
-                await trio.lowlevel.wait_writable(sock)
-                try:
-                    sent += sock.send(view[sent:])
-                except BlockingIOError:
-                    continue
-                except OSError as exc:
-                    raise _stream_error(exc) from exc
+            timeout = self.send_timeout
+            if timeout == math.inf:
+                await self._send_when_writable(view, sent, None)
+                return
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                await self._send_when_writable(view, sent, scope)
+                return
+            # The deadline struck: some of the message may be out, so no other byte
+            # may follow it.
+            self._send_broken = self._send_refused = True
+            raise StreamTimeout(f"no byte could be sent for {self.send_timeout} seconds")
         finally:
             self._sending = False
             view.release()
 
+    async def _send_when_writable(
+        self, view: memoryview, sent: int, scope: trio.CancelScope | None
+    ) -> None:
+        """Send the rest of ``view`` as room appears; each byte that moves renews ``scope``."""
+        sock = self.socket
+        while sent < len(view):
+            await wait_writable(sock)
+            try:
+                sent += sock.send(view[sent:])
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            if scope is not None:
+                scope.deadline = trio.current_time() + self.send_timeout
+
     async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this connection")
         if self.socket.fileno() == -1:
             raise trio.ClosedResourceError("this socket was already closed")
-        await trio.lowlevel.wait_writable(self.socket)
+        if self._send_broken:
+            raise self._refusal()
+        self._sending = True
+        try:
+            await wait_writable(self.socket)
+        finally:
+            self._sending = False
 
     async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this connection")
         await trio.lowlevel.checkpoint()
+        if self._send_broken:
+            # A FIN after a cut-off message could pass it off as complete.
+            raise self._refusal()
         if self._eof_sent:
             return
-        self._eof_sent = True
+        self._eof_sent = self._send_refused = True
         try:
             self.socket.shutdown(socket.SHUT_WR)
         except OSError as exc:
@@ -188,13 +332,17 @@ class SocketStream(trio.abc.HalfCloseableStream):
 
 
 class SocketListener(trio.abc.Listener[SocketStream]):
-    """A listening socket that accepts :class:`SocketStream` connections."""
+    """A listening socket that accepts :class:`SocketStream` connections.
 
-    __slots__ = ("socket",)
+    ``skip_redundant_yields`` is passed on to every accepted stream.
+    """
 
-    def __init__(self, sock: socket.socket) -> None:
+    __slots__ = ("skip_redundant_yields", "socket")
+
+    def __init__(self, sock: socket.socket, *, skip_redundant_yields: bool = False) -> None:
         sock.setblocking(False)
         self.socket = sock
+        self.skip_redundant_yields = skip_redundant_yields
 
     async def accept(self) -> SocketStream:
         """The next connection; errors that concern only that connection are skipped.
@@ -216,7 +364,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
                 if exc.errno not in _IGNORED_ACCEPT_ERRNOS:
                     raise
                 continue
-            stream = SocketStream(connection)
+            stream = SocketStream(connection, skip_redundant_yields=self.skip_redundant_yields)
             await trio.lowlevel.cancel_shielded_checkpoint()
             return stream
 
