@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import re
 import time
 from email.utils import formatdate
 from typing import Any
 
 import attrs
 
-# RFC 9110 §5.1: a field name is a token. §5.5: a value has no CR, LF or NUL and
-# no leading or trailing whitespace. Checked here, before anything reaches the wire,
-# so a bad header raises out of send() and the client still gets a 500.
-TOKEN = re.compile(rb"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-#: A value may not hold these at all (the wire handlers' ``[^\x00\s]`` outside SP/HTAB runs)...
-_FORBIDDEN_IN_VALUE = b"\x00\n\r\x0b\x0c"
-#: ...nor start or end with SP or HTAB. Checked with bytes methods: half a regex match's cost.
-_EDGE_WHITESPACE = (0x20, 0x09)
+from palfrey.protocols.fields import TOKEN, is_field_value, is_token
+
+__all__ = ["TOKEN", "DefaultHeaders", "validate_headers"]
+
 #: Header names already checked; applications send the same few names over and over.
 _VALID_NAMES: set[bytes] = set()
 _VALID_NAMES_LIMIT = 512
@@ -26,7 +21,9 @@ def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
     """Check application-supplied headers; return them as lower-cased byte pairs.
 
     Raises ``TypeError`` for non-bytes names or values and ``ValueError`` for
-    names that are not tokens or values that could split a header.
+    names that are not tokens or values that could split a header. Checked here,
+    before anything reaches the wire, so a bad header raises out of ``send()``
+    and the client still gets a 500.
     """
     headers = []
     for item in raw:
@@ -37,15 +34,11 @@ def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
         if type(name) is not bytes or type(value) is not bytes:
             raise TypeError(f"header names and values must be bytes, got {item!r}")
         if name not in _VALID_NAMES:
-            if TOKEN.fullmatch(name) is None:
+            if not is_token(name):
                 raise ValueError(f"invalid header name {name!r}")
             if len(_VALID_NAMES) < _VALID_NAMES_LIMIT:
                 _VALID_NAMES.add(name)
-        if value and (
-            value[0] in _EDGE_WHITESPACE
-            or value[-1] in _EDGE_WHITESPACE
-            or len(value.translate(None, _FORBIDDEN_IN_VALUE)) != len(value)
-        ):
+        if not is_field_value(value):
             raise ValueError(
                 f"invalid header value for {name!r}: CR, LF, NUL and surrounding"
                 " whitespace are not allowed"

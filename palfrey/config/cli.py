@@ -15,14 +15,13 @@ by :mod:`palfrey.config.sources`, so a bad ``--port`` and a bad
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 import attrs
 
-import palfrey
+from palfrey._version import __version__
 from palfrey.config.errors import ConfigError, did_you_mean
 from palfrey.config.schema import Config, Option, options
 
@@ -43,11 +42,13 @@ def flag_name(name: str) -> str:
 
 
 def version() -> str:
-    """The installed distribution's version, or the source tree's when not installed."""
-    try:
-        return importlib.metadata.version("palfrey")
-    except importlib.metadata.PackageNotFoundError:
-        return str(getattr(palfrey, "__version__", "0+unknown"))
+    """The version of the code that is running.
+
+    Read from the source tree rather than ``importlib.metadata``: that is the
+    code actually running even when another copy is installed, and it keeps
+    building the parser free of the metadata machinery's imports.
+    """
+    return __version__
 
 
 class _Parser(argparse.ArgumentParser):

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from palfrey.asgi.headers import validate_headers
+from palfrey.protocols.fields import is_field_value, is_token
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -97,10 +97,8 @@ def _headers(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
             value_bytes = header_value.strip().encode("latin-1")
         except UnicodeEncodeError:
             raise ValueError(f"{attribute.name} entry {item!r} is not latin-1") from None
-        try:
-            validate_headers([(name_bytes, value_bytes)])
-        except ValueError:
-            raise ValueError(f"{attribute.name} entry {item!r} is not a valid header") from None
+        if not is_token(name_bytes) or not is_field_value(value_bytes):
+            raise ValueError(f"{attribute.name} entry {item!r} is not a valid header")
 
 
 @attrs.define(slots=True, kw_only=True)
@@ -326,6 +324,21 @@ class Config:
     timeout_request_header: float = _option(
         10.0,
         "Seconds allowed to receive a complete request head (408 if partial).",
+        kind="float",
+        validator=_at_least(0),
+        group="timeouts",
+    )
+    timeout_request_body: float = _option(
+        60.0,
+        "Seconds one read of a request body may wait for the client to send more "
+        "(408 before the response started, otherwise the connection is closed).",
+        kind="float",
+        validator=_at_least(0),
+        group="timeouts",
+    )
+    timeout_send: float = _option(
+        60.0,
+        "Seconds one write may wait for the client to read (the connection is then closed).",
         kind="float",
         validator=_at_least(0),
         group="timeouts",

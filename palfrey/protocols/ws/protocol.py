@@ -1,10 +1,10 @@
-"""WebSocket (RFC 6455, RFC 7692) over wsproto: bytes in, events out, bytes to write.
+"""The server side of one WebSocket: wsproto's connection behind a sans-I/O interface.
 
-The opening handshake arrives as an ordinary HTTP request parsed by the HTTP
-handler (HTTP/1.1 ``Upgrade`` today, an extended CONNECT stream over HTTP/2
-later), so :class:`WSProtocol` validates the request headers, builds the
-response headers, and from then on drives wsproto's post-handshake
-:class:`~wsproto.connection.Connection` (design seed 002).
+The handshake request has already been parsed by the HTTP handler, so
+:class:`WSProtocol` validates its headers, builds the response headers, and
+from then on drives wsproto's post-handshake
+:class:`~wsproto.connection.Connection`; the handshake itself never goes
+through wsproto, which would want to parse the HTTP request again.
 
 ``receive_data`` never raises: a peer that breaks the protocol, sends invalid
 UTF-8 or a message over ``max_size`` gets a close frame with the matching
@@ -13,21 +13,11 @@ Everything to be written — pongs, the echo of the peer's close, our own
 frames — is appended to one buffer in the order it was produced and taken with
 :meth:`WSProtocol.data_to_send`, which keeps compressed frames in the order
 their shared deflate context produced them.
-
-Without an extension, whole unfragmented text and binary messages — nearly all
-the traffic — are framed and parsed here directly, for about a tenth of
-wsproto's cost per message; every other frame (control frames, fragments, anything
-malformed or over ``max_size``) goes to wsproto, so its checks and close codes
-stay the only ones.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import struct
-import zlib
 from typing import Any
 
 from wsproto.connection import Connection, ConnectionState, ConnectionType
@@ -39,148 +29,19 @@ from wsproto.events import (
     Pong,
     TextMessage,
 )
-from wsproto.extensions import Extension, PerMessageDeflate
+from wsproto.extensions import Extension
 from wsproto.frame_protocol import CloseReason
-from wsproto.handshake import server_extensions_handshake
 
 from palfrey.protocols.events import (
-    ProtocolError,
     WebSocketConnected,
     WebSocketDataReceived,
     WebSocketDisconnected,
     WebSocketEvent,
 )
-
-#: RFC 6455 §1.3: appended to the client's key before hashing.
-_ACCEPT_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_SUPPORTED_VERSION = b"13"
-
-#: The response headers only the server may set during the handshake.
-_HANDSHAKE_HEADERS = frozenset(
-    {b"upgrade", b"connection", b"sec-websocket-accept", b"sec-websocket-extensions"}
-)
-
-#: The first byte of a whole text or binary frame: FIN set, no RSV bit (RFC 6455 §5.2).
-_PLAIN_OPCODES = frozenset({0x81, 0x82})
-#: A server frame's head with a 16-bit or 64-bit payload length (RFC 6455 §5.2).
-_HEAD_16 = struct.Struct("!BBH")
-_HEAD_64 = struct.Struct("!BBQ")
-
-# Close codes, RFC 6455 §7.4.1 (1012 is from the IANA registry).
-NORMAL_CLOSURE = 1000
-NO_STATUS = 1005
-ABNORMAL_CLOSURE = 1006
-INTERNAL_ERROR = 1011
-SERVICE_RESTART = 1012
-
-
-class HandshakeError(ProtocolError):
-    """The request is not an acceptable WebSocket handshake.
-
-    ``headers`` are the extra response headers the refusal must carry
-    (``Sec-WebSocket-Version`` on a 426).
-    """
-
-    def __init__(
-        self,
-        message: str,
-        status_code: int = 400,
-        headers: list[tuple[bytes, bytes]] | None = None,
-    ) -> None:
-        super().__init__(message, status_code)
-        self.headers = headers or []
-
-
-def header_tokens(headers: Any, name: bytes, *, lower: bool = True) -> list[bytes]:
-    """Every comma-separated token of every ``name`` header, stripped (and lower-cased)."""
-    tokens = [
-        token.strip()
-        for key, value in headers
-        if key.lower() == name
-        for token in value.split(b",")
-        if token.strip()
-    ]
-    return [token.lower() for token in tokens] if lower else tokens
-
-
-def is_websocket_upgrade(headers: Any) -> bool:
-    """Whether an HTTP/1.1 request asks to switch to WebSocket (other upgrades stay HTTP)."""
-    return b"websocket" in header_tokens(headers, b"upgrade")
-
-
-def check_h1_handshake(method: bytes, http_version: str, headers: Any) -> None:
-    """The HTTP/1.1-only rules of RFC 6455 §4.2.1; raises :class:`HandshakeError`.
-
-    Over HTTP/2 (RFC 8441) the request is an extended CONNECT instead and
-    none of these headers exist, so they are kept out of :class:`WSProtocol`.
-    """
-    if method != b"GET":
-        raise HandshakeError("a WebSocket handshake must be a GET request")
-    if http_version != "1.1":
-        raise HandshakeError("a WebSocket handshake needs HTTP/1.1")
-    if b"upgrade" not in header_tokens(headers, b"connection"):
-        raise HandshakeError("'Connection: upgrade' is missing")
-    for key, value in headers:
-        name = key.lower()
-        if name == b"transfer-encoding" or (name == b"content-length" and value.strip() != b"0"):
-            raise HandshakeError("a WebSocket handshake must not have a body")
-
-
-class BoundedPerMessageDeflate(PerMessageDeflate):
-    """permessage-deflate that never inflates a message beyond ``max_size``.
-
-    wsproto inflates whatever arrives in one go, so a few kilobytes of
-    compressed zeros could become gigabytes before the size check sees the
-    message. Inflating with ``max_length`` caps the output of each chunk at
-    what the message may still grow by; wsproto turns the returned close
-    reason into a 1009 close. This relies on wsproto's private inbound state
-    (``_inbound_compressed``, ``_inbound_is_compressible``, ``_decompressor``).
-    """
-
-    def __init__(self, max_size: int) -> None:
-        super().__init__()
-        self.max_size = max_size
-        self._inflated = 0
-
-    def frame_inbound_payload_data(self, proto: Any, data: bytes) -> bytes | CloseReason:
-        if not self._inbound_compressed or not self._inbound_is_compressible:
-            return data
-        decompressor = self._decompressor
-        assert decompressor is not None
-        budget = self.max_size - self._inflated
-        try:
-            out = decompressor.decompress(data, budget + 1)
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        self._inflated += len(out)
-        if len(out) > budget or decompressor.unconsumed_tail:
-            return CloseReason.MESSAGE_TOO_BIG
-        return out
-
-    def frame_inbound_complete(self, proto: Any, fin: bool) -> bytes | CloseReason | None:
-        if fin:
-            self._inflated = 0
-        return super().frame_inbound_complete(proto, fin)
-
-
-def negotiate_deflate(offers: list[str], max_size: int) -> tuple[bytes | None, list[Extension]]:
-    """Accept the first acceptable permessage-deflate offer (RFC 7692 §5).
-
-    wsproto's ``accept`` mutates the extension for every offer it sees, so
-    each offer is tried on a fresh extension and the first one that is
-    accepted wins; offers with malformed parameters are skipped.
-    """
-    for offer in offers:
-        if offer.split(";", 1)[0].strip() != PerMessageDeflate.name:
-            continue
-        extension = BoundedPerMessageDeflate(max_size)
-        try:
-            accepted = server_extensions_handshake([offer], [extension])
-        except ValueError:
-            continue
-        if accepted is not None:
-            return accepted, [extension]
-    return None, []
+from palfrey.protocols.ws.close_codes import ABNORMAL_CLOSURE, NO_STATUS, NORMAL_CLOSURE
+from palfrey.protocols.ws.deflate import negotiate_deflate
+from palfrey.protocols.ws.frames import append_plain_frame, parse_plain
+from palfrey.protocols.ws.handshake import check_version_and_key, response_headers, text_tokens
 
 
 class WSProtocol:
@@ -223,9 +84,9 @@ class WSProtocol:
         require_key: bool = True,
     ) -> None:
         self.max_size = max_size
-        self._key = _check_version_and_key(headers, require_key)
-        self.subprotocols = _text_tokens(headers, b"sec-websocket-protocol")
-        self.extension_offers = _text_tokens(headers, b"sec-websocket-extensions")
+        self._key = check_version_and_key(headers, require_key)
+        self.subprotocols = text_tokens(headers, b"sec-websocket-protocol")
+        self.extension_offers = text_tokens(headers, b"sec-websocket-extensions")
         self._deflate_response: bytes | None = None
         self._extensions: list[Extension] = []
         if per_message_deflate:
@@ -258,23 +119,7 @@ class WSProtocol:
         """
         if self._conn is not None:
             raise RuntimeError("the WebSocket was already accepted")
-        response: list[tuple[bytes, bytes]] = []
-        if self._key is not None:
-            response += [
-                (b"upgrade", b"websocket"),
-                (b"connection", b"Upgrade"),
-                (b"sec-websocket-accept", accept_token(self._key)),
-            ]
-        if subprotocol is not None:
-            response.append((b"sec-websocket-protocol", subprotocol.encode("latin-1")))
-        if self._deflate_response is not None:
-            response.append((b"sec-websocket-extensions", self._deflate_response))
-        for name, value in headers or ():
-            if name in _HANDSHAKE_HEADERS:
-                continue
-            if name == b"sec-websocket-protocol" and subprotocol is not None:
-                continue
-            response.append((name, value))
+        response = response_headers(self._key, subprotocol, self._deflate_response, headers)
         self._conn = Connection(ConnectionType.SERVER, self._extensions)
         self._plain = not self._extensions
         self._open = True
@@ -370,65 +215,17 @@ class WSProtocol:
         return events
 
     def _receive_plain(self, data: bytes, events: list[WebSocketEvent]) -> bytes:
-        """Parse the leading whole, masked, unfragmented messages of ``data``; return the rest.
+        """Take the leading plain messages of ``data`` into ``events``; return the rest for wsproto.
 
-        Takes only what wsproto would accept unchanged (FIN set, no RSV bit,
-        text or binary opcode, the shortest length encoding, at most
-        ``max_size`` bytes, valid UTF-8 for text) and stops at the first frame
-        that is anything else or incomplete, which wsproto then parses.
+        A method, so a subclass can switch the fast path off and compare it with wsproto.
         """
-        position = 0
-        end = len(data)
-        max_size = self.max_size
-        while end - position >= 6:
-            first = data[position]
-            second = data[position + 1]
-            if first not in _PLAIN_OPCODES or second < 0x80:
-                break
-            length = second & 0x7F
-            start = position + 6
-            if length == 126:
-                start += 2
-                if end < start:
-                    break
-                length = data[position + 2] << 8 | data[position + 3]
-                if length < 126:
-                    break
-            elif length == 127:
-                break
-            stop = start + length
-            if stop > end or length > max_size:
-                break
-            payload = _unmask(data[start:stop], data[start - 4 : start])
-            if first == 0x81:
-                try:
-                    events.append(WebSocketDataReceived(payload.decode("utf-8")))
-                except UnicodeDecodeError:
-                    break
-            else:
-                events.append(WebSocketDataReceived(payload))
-            position = stop
-        return data[position:] if position else data
+        return parse_plain(data, events, self.max_size)
 
     def send_message(self, data: bytes | str) -> None:
         if not self._open:
             raise RuntimeError("the WebSocket is not open")
         if self._plain:
-            if type(data) is str:
-                payload = data.encode("utf-8")
-                first = 0x81
-            else:
-                payload = bytes(data)
-                first = 0x82
-            length = len(payload)
-            out = self._out
-            if length < 126:
-                out += bytes((first, length))
-            elif length < 65536:
-                out += _HEAD_16.pack(first, 126, length)
-            else:
-                out += _HEAD_64.pack(first, 127, length)
-            out += payload
+            append_plain_frame(self._out, data)
             return
         assert self._conn is not None
         self._out += self._conn.send(
@@ -518,43 +315,3 @@ class WSProtocol:
         self._disconnected = True
         self._parts.clear()
         return WebSocketDisconnected(code, reason)
-
-
-def _unmask(payload: bytes, key: bytes) -> bytes:
-    """XOR a client's payload with its 4-byte masking key (RFC 6455 §5.3), as one big integer."""
-    length = len(payload)
-    mask = (key * (length // 4 + 1))[:length]
-    return (int.from_bytes(payload, "little") ^ int.from_bytes(mask, "little")).to_bytes(
-        length, "little"
-    )
-
-
-def accept_token(key: bytes) -> bytes:
-    """``Sec-WebSocket-Accept`` for a client key (RFC 6455 §4.2.2)."""
-    return base64.b64encode(hashlib.sha1(key + _ACCEPT_GUID).digest())
-
-
-def _text_tokens(headers: Any, name: bytes) -> list[str]:
-    return [token.decode("latin-1") for token in header_tokens(headers, name, lower=False)]
-
-
-def _check_version_and_key(headers: Any, require_key: bool) -> bytes | None:
-    versions = [value.strip() for key, value in headers if key.lower() == b"sec-websocket-version"]
-    if versions != [_SUPPORTED_VERSION]:
-        raise HandshakeError(
-            "unsupported Sec-WebSocket-Version",
-            426,
-            [(b"sec-websocket-version", _SUPPORTED_VERSION), (b"upgrade", b"websocket")],
-        )
-    if not require_key:
-        return None
-    keys = [value.strip() for key, value in headers if key.lower() == b"sec-websocket-key"]
-    if len(keys) != 1:
-        raise HandshakeError("exactly one Sec-WebSocket-Key is required")
-    try:
-        nonce = base64.b64decode(keys[0], validate=True)
-    except binascii.Error:
-        nonce = b""
-    if len(nonce) != 16:
-        raise HandshakeError("Sec-WebSocket-Key must be 16 bytes in base64")
-    return keys[0]

@@ -1,0 +1,9 @@
+"""The version of this source tree, in a module that imports nothing.
+
+Both the package top and the ``--version`` flag read it; keeping it apart means
+the command line can report the version without importing the server.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
