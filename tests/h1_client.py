@@ -8,6 +8,9 @@ answer by hand.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import struct
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -196,3 +199,56 @@ async def ok_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         return
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": b"ok"})
+
+
+# Sockets with small, fixed buffers and abrupt disconnects, for tests that measure
+# back-pressure, interrupted writes and resource leaks.
+
+
+def small_buffer_listener(*, rcvbuf: int | None = None, sndbuf: int | None = None) -> int:
+    """A listening socket on 127.0.0.1 for ``Config(fd=...)``; the server takes ownership.
+
+    Buffer sizes set on a listening socket are inherited by every connection it
+    accepts, and setting them turns off the kernel's autotuning, so the
+    server's kernel buffers stay this small.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if sndbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(128)
+    except BaseException:
+        sock.close()
+        raise
+    return sock.detach()
+
+
+async def open_small_buffer_stream(
+    server: Any, *, rcvbuf: int | None = None, sndbuf: int | None = None
+) -> trio.SocketStream:
+    """A client connection whose kernel buffers are fixed (set before connecting)."""
+    sock = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        if sndbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+        with trio.fail_after(WAIT):
+            await sock.connect((server.host, server.port))
+    except BaseException:
+        sock.close()
+        raise
+    return trio.SocketStream(sock)
+
+
+def reset_on_close(stream: trio.SocketStream) -> None:
+    """Make closing ``stream`` send RST instead of FIN (``SO_LINGER`` with a zero timeout)."""
+    stream.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def open_fd_count() -> int:
+    """File descriptors open in this process (Linux)."""
+    return len(os.listdir("/proc/self/fd"))

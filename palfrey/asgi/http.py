@@ -2,11 +2,21 @@
 
 The cycle owns the ASGI rules — message order and types, 500 on failure,
 ``http.disconnect`` — and nothing about the wire. Each HTTP version supplies
-an :class:`HTTPStream`, so HTTP/1.1, HTTP/2 and HTTP/3 share this code.
+an :class:`HTTPStream`, so HTTP/1.1, HTTP/2 and HTTP/3 share this code, and
+:meth:`HTTPCycle.run` tells the transport what is left to do with an
+:class:`Outcome`; how a version closes or resets is the transport's business
+(``connection: close`` is never added here: HTTP/2 and HTTP/3 forbid it,
+RFC 9113 §8.2.2).
+
+Every ``receive()`` and ``send()`` is a trio checkpoint, whatever the state:
+an app that loops on either can be cancelled and never starves other tasks.
+The stream's own reads and writes are checkpoints; where a call does no I/O,
+the cycle takes one itself.
 """
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
 import time
@@ -24,9 +34,22 @@ from palfrey.protocols.events import LocalProtocolError
 
 logger = logging.getLogger("palfrey.error")
 
-_DISCONNECT: dict[str, Any] = {"type": "http.disconnect"}
 #: How long ``receive()`` from a cancelled scope looks for a disconnect (see ``_poll_disconnect``).
 _POLL_TIME = 0.001
+
+
+class Outcome(enum.Enum):
+    """What a finished cycle leaves the transport to do with its stream."""
+
+    #: The response is complete on the wire; the stream ended normally.
+    COMPLETED = "completed"
+    #: The response is incomplete (the client left, the app failed after the head,
+    #: the body broke its framing): the stream must be reset. HTTP/1.1 has no
+    #: stream reset, so it closes the connection.
+    RESET_STREAM = "reset stream"
+    #: A write was interrupted part-way (cancelled, timed out): how much of it
+    #: reached the peer is unknown, so no further byte may be written on the connection.
+    CLOSE_CONNECTION = "close connection"
 
 
 class HTTPStream(Protocol):
@@ -37,11 +60,16 @@ class HTTPStream(Protocol):
     small response is one write). Both send methods raise
     :class:`ClientDisconnected` when the peer is gone and
     :class:`LocalProtocolError` when the body breaks the framing the headers
-    promised (for example, more bytes than ``content-length``).
+    promised (for example, more bytes than ``content-length``). Every method
+    is a trio checkpoint.
     """
 
     async def receive_body(self) -> tuple[bytes, bool] | None:
         """The next body chunk and whether more follows, or None once the client is gone."""
+        ...
+
+    async def refuse(self) -> None:
+        """Turn the request away unseen by the app: the server is at its concurrency limit."""
         ...
 
     async def wait_disconnected(self) -> None:
@@ -67,8 +95,8 @@ class HTTPCycle:
     response_complete: bool = False
     head_sent: bool = False
     disconnected: bool = False
-    #: The connection cannot carry another request (app error or framing error).
-    broken: bool = False
+    #: A write raised something other than a disconnect (cancelled, timed out) part-way.
+    write_interrupted: bool = False
     status: int = 0
     bytes_sent: int = 0
     _headers: list[tuple[bytes, bytes]] = attrs.Factory(list)
@@ -76,19 +104,17 @@ class HTTPCycle:
     _wait_scope: trio.CancelScope | None = None
     _receive_lock: trio.Lock = attrs.Factory(trio.Lock)
 
-    async def run(self, app: ASGIApp) -> None:
-        """Call the app and enforce the ASGI rules on what it did.
+    async def run(self, app: ASGIApp) -> Outcome:
+        """Call the app, enforce the ASGI rules on what it did, and say how the stream ends.
 
         Every exception except cancellation is contained here: the client gets
-        a 500 if nothing was sent yet, otherwise the connection is marked
-        broken so the transport closes it.
+        a 500 if nothing was sent yet, otherwise the stream is reset.
         """
         logged = access_log.enabled()
         started = time.perf_counter() if logged else 0.0
         try:
             await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
-            self.broken = True
             logger.debug("Client disconnected while the application was sending")
         except Exception:
             logger.exception("Exception in ASGI application")
@@ -96,7 +122,7 @@ class HTTPCycle:
         else:
             if self.disconnected:
                 # The client left first; an app that then stops answering did nothing wrong.
-                self.broken = True
+                pass
             elif not self.response_started:
                 logger.error("ASGI callable returned without starting a response")
                 await self._fail()
@@ -110,6 +136,11 @@ class HTTPCycle:
                 access_log.log_http(
                     self.scope, self.status, self.bytes_sent, time.perf_counter() - started
                 )
+        if self.write_interrupted:
+            return Outcome.CLOSE_CONNECTION
+        if self.response_complete:
+            return Outcome.COMPLETED
+        return Outcome.RESET_STREAM
 
     async def receive(self) -> Message:
         # Apps may call receive() from two tasks (a disconnect watcher and a body
@@ -126,12 +157,13 @@ class HTTPCycle:
 
     async def _receive(self) -> Message:
         if self.disconnected or self.response_complete:
-            return _DISCONNECT
+            await trio.lowlevel.checkpoint()
+            return {"type": "http.disconnect"}
         if not self._body_complete:
             chunk = await self.stream.receive_body()
             if chunk is None:
                 self.disconnected = True
-                return _DISCONNECT
+                return {"type": "http.disconnect"}
             body, more = chunk
             self._body_complete = not more
             return {"type": "http.request", "body": body, "more_body": more}
@@ -142,7 +174,11 @@ class HTTPCycle:
             await self.stream.wait_disconnected()
             self.disconnected = True
         self._wait_scope = None
-        return _DISCONNECT
+        if not self.disconnected:
+            # The response completed while we waited (it cancelled the wait): a
+            # cancelled wait may have returned without a checkpoint.
+            await trio.lowlevel.checkpoint()
+        return {"type": "http.disconnect"}
 
     async def _poll_disconnect(self) -> Message:
         """``receive()`` from an already-cancelled scope: look once, then let the cancel through.
@@ -156,10 +192,14 @@ class HTTPCycle:
             self.disconnected = True
         if not self.disconnected:
             await trio.lowlevel.checkpoint()  # raises the caller's Cancelled
-        return _DISCONNECT
+        return {"type": "http.disconnect"}
 
     async def send(self, message: Message) -> None:
         message_type = message.get("type")
+        if not self.response_started or self.response_complete:
+            # Neither writes (the head waits for the first body message), so neither
+            # reaches a checkpoint of the stream's.
+            await trio.lowlevel.checkpoint()
         if not self.response_started:
             if message_type != "http.response.start":
                 raise RuntimeError(
@@ -181,7 +221,7 @@ class HTTPCycle:
         if message_type != "http.response.body":
             raise RuntimeError(f"Expected ASGI message 'http.response.body', got {message_type!r}")
         body, more = response_body(message)
-        if self.disconnected:
+        if self.disconnected or self.write_interrupted:
             raise ClientDisconnected("the client has disconnected")
         await self._write(body, not more)
 
@@ -194,11 +234,12 @@ class HTTPCycle:
                 self.head_sent = True
         except ClientDisconnected:
             self.disconnected = True
-            self.broken = True
             raise
         except LocalProtocolError as exc:
-            self.broken = True
             raise RuntimeError(f"Invalid response body: {exc}") from None
+        except BaseException:
+            self.write_interrupted = True
+            raise
         self.bytes_sent += len(body)
         if end:
             self.response_complete = True
@@ -206,9 +247,9 @@ class HTTPCycle:
                 self._wait_scope.cancel()
 
     async def _fail(self) -> None:
-        """Answer 500 if the head is not on the wire yet; either way, end the connection."""
-        self.broken = True
-        if self.head_sent or self.disconnected:
+        """Answer 500 if the head is not on the wire yet (a complete response, so the
+        stream ends normally); otherwise the stream stays incomplete and is reset."""
+        if self.head_sent or self.disconnected or self.write_interrupted:
             return
         self.status = 500
         self.head_sent = self.response_started = True

@@ -24,12 +24,15 @@ def response_body(message: Message) -> tuple[bytes, bool]:
 def plain_text_headers(
     defaults: DefaultHeaders, body: bytes, extra: Sequence[tuple[bytes, bytes]] = ()
 ) -> list[tuple[bytes, bytes]]:
-    """Headers for a complete text response the server sends itself; the connection closes."""
+    """Headers for a complete text response the server sends itself.
+
+    Whether the connection closes afterwards is the transport's decision
+    (HTTP/1.1 says so with ``connection: close``; HTTP/2 and HTTP/3 forbid that field).
+    """
     return defaults.merge(
         [
             *extra,
             (b"content-type", b"text/plain; charset=utf-8"),
             (b"content-length", b"%d" % len(body)),
-            (b"connection", b"close"),
         ]
     )

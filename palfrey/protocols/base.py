@@ -1,4 +1,4 @@
-"""The contract every HTTP/1.1 handler implements (design seed 001)."""
+"""The contract every HTTP/1.1 handler implements: bytes in, events out, bytes to write."""
 
 from __future__ import annotations
 
@@ -44,3 +44,9 @@ class ProtocolHandler(Protocol):
 
     @property
     def has_pending_input(self) -> bool: ...
+
+    @property
+    def pending_input_size(self) -> int:
+        """Bytes received but not yet turned into events (a pipelined request, an
+        unread body): the transport stops reading while this is over its bound."""
+        ...

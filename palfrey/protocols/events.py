@@ -1,4 +1,8 @@
-"""Events the sans-I/O handlers emit (the contract in the design seed 001)."""
+"""Events the sans-I/O handlers emit: bytes go in, these come out.
+
+Request events are version-neutral, so the trio side serves an HTTP/1.1
+request and an HTTP/2 or HTTP/3 stream through one path.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,22 @@ import attrs
 
 @attrs.frozen(slots=True)
 class RequestReceived:
-    """A complete HTTP request head has been parsed."""
+    """A complete HTTP request head has been parsed.
+
+    ``target`` is the request-target (HTTP/1.1) or ``:path`` (HTTP/2 and 3).
+    ``scheme`` and ``authority`` are the ``:scheme`` and ``:authority``
+    pseudo-headers where the version has them; an HTTP/1.1 request leaves
+    them None (the connection knows its scheme, and Host is a header).
+    ``stream_id`` is 0 on HTTP/1.1, which carries one request at a time.
+    """
 
     method: bytes
     target: bytes
     headers: tuple[tuple[bytes, bytes], ...]
     http_version: str
+    stream_id: int = 0
+    scheme: bytes | None = None
+    authority: bytes | None = None
 
 
 @attrs.frozen(slots=True)
@@ -28,14 +42,6 @@ class ConnectionClosed:
     """The peer closed the connection, cleanly or not."""
 
     reason: str
-
-
-@attrs.frozen(slots=True)
-class Upgraded:
-    """The connection now speaks another protocol; ``trailing_data`` belongs to it."""
-
-    protocol: str
-    trailing_data: bytes = b""
 
 
 @attrs.frozen(slots=True)
@@ -60,7 +66,7 @@ class WebSocketDisconnected:
     reason: str
 
 
-ProtocolEvent = RequestReceived | BodyReceived | ConnectionClosed | Upgraded
+ProtocolEvent = RequestReceived | BodyReceived | ConnectionClosed
 WebSocketEvent = WebSocketConnected | WebSocketDataReceived | WebSocketDisconnected
 
 

@@ -171,3 +171,7 @@ class H1Protocol:
     def has_pending_input(self) -> bool:
         """True when part of a request is buffered (decides 408 versus a silent close)."""
         return bool(self._conn.trailing_data[0])
+
+    @property
+    def pending_input_size(self) -> int:
+        return len(self._conn.trailing_data[0])

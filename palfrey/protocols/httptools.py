@@ -561,3 +561,7 @@ class H1HttpToolsProtocol:
     def has_pending_input(self) -> bool:
         """True when part of a request is buffered (decides 408 versus a silent close)."""
         return bool(self._buf)
+
+    @property
+    def pending_input_size(self) -> int:
+        return len(self._buf)

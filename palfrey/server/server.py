@@ -158,9 +158,9 @@ class Server:
                 self._announce(addresses, http_protocol)
                 task_status.started(addresses)
                 await state.shutdown_requested.wait()
-                logger.info("Shutting down")
                 listening.cancel()
                 state.begin_shutdown()
+                logger.info("Shutting down; waiting for %d open streams", state.open_streams)
                 connections.cancel_scope.deadline = (
                     trio.current_time() + config.timeout_graceful_shutdown
                 )

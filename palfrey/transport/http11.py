@@ -3,11 +3,21 @@
 The application runs inline in the connection task (no task per request) and
 pulls the request body through ``receive()``: the socket is read only when the
 app asks for more, so an unread body pushes back on the client through TCP.
-The connection task doubles as the :class:`HTTPStream` for the current cycle.
+The connection task doubles as the :class:`HTTPStream` for the current
+request, which :func:`~palfrey.transport.streams.serve_request` serves; this
+module keeps only what is HTTP/1.1's own: keep-alive, pipelining,
+``100-continue``, draining an unread body, and answering bad input itself.
+
+Two rules keep the byte stream honest. Reading ahead stops once
+:data:`READ_AHEAD_LIMIT` bytes wait unparsed, whatever the app does. And a
+write that fails or is cancelled part-way leaves the framing unknown (the
+handler has already counted the bytes), so the connection writes nothing
+more and closes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -16,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from palfrey.asgi.errors import ClientDisconnected
-from palfrey.asgi.http import HTTPCycle
-from palfrey.asgi.scope import Address, http_scope
+from palfrey.asgi.http import Outcome
+from palfrey.asgi.scope import Address
 from palfrey.protocols.events import (
     BodyReceived,
     ConnectionClosed,
@@ -26,6 +36,7 @@ from palfrey.protocols.events import (
     RequestReceived,
 )
 from palfrey.protocols.status import reason_phrase, render_simple_response
+from palfrey.transport.streams import serve_request
 
 if TYPE_CHECKING:
     from palfrey.protocols.base import ProtocolHandler
@@ -35,7 +46,7 @@ logger = logging.getLogger("palfrey.error")
 
 _CLOSE = (b"connection", b"close")
 RECEIVE_SIZE = 64 * 1024
-#: Bytes read ahead (pipelined requests, an unread body) before reading pauses.
+#: Unparsed bytes (pipelined requests) held while the app runs; reading pauses beyond it.
 READ_AHEAD_LIMIT = 64 * 1024
 
 #: Hands an accepted upgrade (e.g. WebSocket) the connection; returns when it is over.
@@ -49,9 +60,10 @@ class H1Connection:
         "_awaiting_continue",
         "_events",
         "_peer_gone",
+        "_response_started",
         "client",
-        "closed_with_error",
         "control",
+        "linger",
         "nursery",
         "pending_error",
         "protocol",
@@ -60,6 +72,7 @@ class H1Connection:
         "state",
         "stream",
         "upgrade_handler",
+        "writable",
     )
 
     def __init__(
@@ -92,8 +105,14 @@ class H1Connection:
         self._peer_gone = False
         #: The client sent ``Expect: 100-continue`` and the app has not asked for the body yet.
         self._awaiting_continue = False
-        #: The server answered on its own and stopped reading: close gently.
-        self.closed_with_error = False
+        #: The connection stops reading while the client may still be sending (an
+        #: error answer, an unread body): close gently, or the kernel's reset could
+        #: destroy the response before the client reads it.
+        self.linger = False
+        #: False once a write failed or was cancelled: nothing more may be written.
+        self.writable = True
+        #: The current request's response head was handed to the socket.
+        self._response_started = False
 
     async def run(self) -> None:
         """Serve requests until either side closes, a timeout fires or the server stops."""
@@ -160,47 +179,31 @@ class H1Connection:
 
     async def _serve(self, request: RequestReceived) -> bool:
         """Run one request through the app; True if the connection may be reused."""
-        state = self.state
-        state.count_request()
-        scope = http_scope(
-            method=request.method,
-            target=request.target,
-            headers=request.headers,
-            http_version=request.http_version,
-            scheme=self.scheme,
-            client=self.client,
-            server=self.server,
-            root_path=state.config.root_path,
-            state=state.lifespan_state,
-        )
-        limiter = state.limiter
-        if limiter is not None:
-            # The connection is the borrower: it serves one request (or WebSocket) at a time.
-            try:
-                limiter.acquire_on_behalf_of_nowait(self)
-            except trio.WouldBlock:
-                await self.send_error(503, "Service Unavailable")
-                return False
+        upgrade, self._awaiting_continue = _upgrade_and_expect(request)
+        self._response_started = False
+        control = self.control
+        control.open_streams = 1
         try:
-            upgrade, self._awaiting_continue = _upgrade_and_expect(request)
-            if upgrade and self.upgrade_handler is not None:
-                # Only an upgrade needs tasks beside this one, so only it pays for a nursery.
-                async with trio.open_nursery() as nursery:
-                    self.nursery = nursery
-                    handled = await self.upgrade_handler(self, request, scope)
-                self.nursery = None
-                if handled:
-                    return False
-            cycle = HTTPCycle(scope, self, state.defaults)
-            await cycle.run(state.app)
+            outcome = await serve_request(
+                self.state,
+                request,
+                self,
+                scheme=self.scheme,
+                client=self.client,
+                server=self.server,
+                upgrade=(
+                    functools.partial(self._upgrade, request)
+                    if upgrade and self.upgrade_handler is not None
+                    else None
+                ),
+            )
         finally:
-            if limiter is not None:
-                limiter.release_on_behalf_of(self)
+            control.open_streams = 0
         if self.pending_error is not None:
-            if not cycle.head_sent:
+            if not self._response_started:
                 await self.send_error(self.pending_error.status_code, str(self.pending_error))
             return False
-        if cycle.broken or not cycle.response_complete:
+        if outcome is not Outcome.COMPLETED or not self.writable:
             return False
         self._events.clear()
         protocol = self.protocol
@@ -210,8 +213,20 @@ class H1Connection:
             # An app that answered ``Expect: 100-continue`` without reading leaves the
             # client unsure whether to send the body: close rather than drain
             # (RFC 9110 §10.1.1).
+            self.linger = not self._peer_gone
             return False
-        return protocol.keep_alive and not state.stopping
+        return protocol.keep_alive and not self.state.stopping
+
+    async def _upgrade(self, request: RequestReceived, scope: dict[str, Any]) -> Outcome | None:
+        """Hand the connection to the upgrade handler; None if it declined the request."""
+        assert self.upgrade_handler is not None
+        # Only an upgrade needs tasks beside this one, so only it pays for a nursery.
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            handled = await self.upgrade_handler(self, request, scope)
+        self.nursery = None
+        # After a switch (or a refused handshake) no HTTP/1.1 follows on this connection.
+        return Outcome.CLOSE_CONNECTION if handled else None
 
     async def _drain_request_body(self) -> bool:
         """Read and drop the body the app did not read, if it is small enough to be worth it."""
@@ -233,14 +248,24 @@ class H1Connection:
 
     async def receive_body(self) -> tuple[bytes, bool] | None:
         self._awaiting_continue = False
+        events = self._events
         while True:
-            while self._events:
-                event = self._events.pop(0)
-                if isinstance(event, BodyReceived):
-                    return event.data, event.more
-                if isinstance(event, ConnectionClosed):
-                    self._peer_gone = True
+            if events:
+                # Parsed already: no I/O below, so this is the call's checkpoint, taken
+                # before the event leaves the list so that a cancel loses nothing. A
+                # caller whose scope is already cancelled polls for what is at hand
+                # (Starlette's ``is_disconnected()``), so it gets that instead; each such
+                # call consumes an event, so a polling loop still ends at a checkpoint.
+                if trio.current_effective_deadline() != -math.inf:
+                    await trio.lowlevel.checkpoint()
+                while events:
+                    event = events.pop(0)
+                    if isinstance(event, BodyReceived):
+                        return event.data, event.more
+                    if isinstance(event, ConnectionClosed):
+                        self._peer_gone = True
             if self._peer_gone or self.pending_error is not None:
+                await trio.lowlevel.checkpoint()
                 return None
             interim = self.protocol.send_continue()
             if interim:
@@ -248,24 +273,35 @@ class H1Connection:
                     await self._send_all(interim)
                 except ClientDisconnected:
                     return None
-            data = await self._receive()
+            with trio.move_on_after(self.state.config.timeout_request_body) as waited:
+                data = await self._receive()
+            if waited.cancelled_caught:
+                # RFC 9110 §15.5.9; sent only if the response has not started.
+                self.pending_error = ProtocolError("Timed out reading the request body", 408)
+                return None
             try:
-                self._events.extend(self.protocol.receive_data(data))
+                events.extend(self.protocol.receive_data(data))
             except ProtocolError as exc:
                 self.pending_error = exc
                 return None
 
     async def wait_disconnected(self) -> None:
-        read_ahead = 0
+        # The reads below may all find data (or the end of it) waiting, and such a
+        # read need not yield.
+        await trio.lowlevel.checkpoint()
+        protocol = self.protocol
         while not self._peer_gone:
-            if read_ahead > READ_AHEAD_LIMIT:
+            if protocol.pending_input_size >= READ_AHEAD_LIMIT:
+                # Enough is buffered: leave the rest in the socket, where TCP pushes back.
                 await trio.sleep_forever()
             data = await self._receive()
-            read_ahead += len(data)
             try:
-                self.protocol.receive_data(data)
+                protocol.receive_data(data)
             except ProtocolError:
                 return
+
+    async def refuse(self) -> None:
+        await self.send_error(503, "Service Unavailable")
 
     async def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
@@ -278,6 +314,7 @@ class H1Connection:
             # This connection will not be reused; say so (RFC 9112 §9.6).
             headers = [*headers, _CLOSE]
         data = protocol.send_response(status, headers)
+        self._response_started = True
         await self._send_all(data + protocol.send_body(body, more=not end))
 
     async def send_body(self, body: bytes, end: bool) -> None:
@@ -297,18 +334,26 @@ class H1Connection:
         return data
 
     async def _send_all(self, data: bytes) -> None:
+        if not self.writable:
+            raise ClientDisconnected("the connection was given up after an interrupted write")
         try:
             await self.stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.writable = False
             self._peer_gone = True
             raise ClientDisconnected("the client has disconnected") from None
+        except BaseException:
+            self.writable = False
+            raise
 
     async def send_error(
         self, status: int, detail: str, headers: Sequence[tuple[bytes, bytes]] = ()
     ) -> None:
         """Answer a request the app never saw (bad input, overload, timeout) and stop."""
         logger.debug("Answering %d: %s", status, detail)
-        self.closed_with_error = not self._peer_gone
+        if not self.writable:
+            return
+        self.linger = not self._peer_gone
         body = reason_phrase(status)
         response = render_simple_response(status, [*self.state.defaults.current(), *headers], body)
         try:

@@ -30,7 +30,10 @@ async def open_listeners(config: Config) -> list[SocketListener]:
         reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
         raise BindError(f"could not bind {config.host}:{config.port}: {reason}") from None
     # trio resolves the host and sets the socket options; Palfrey's listener takes the sockets.
-    return [SocketListener(_stdlib_socket(listener.socket)) for listener in opened]
+    return [
+        SocketListener(_stdlib_socket(listener.socket), skip_redundant_yields=True)
+        for listener in opened
+    ]
 
 
 def _stdlib_socket(sock: trio.socket.SocketType) -> socket.socket:
@@ -44,7 +47,7 @@ def _listener_from_fd(fd: int, backlog: int) -> SocketListener:
     except OSError as exc:
         raise BindError(f"could not use file descriptor {fd}: {exc.strerror}") from None
     raw.listen(backlog)
-    return SocketListener(raw)
+    return SocketListener(raw, skip_redundant_yields=True)
 
 
 def _unix_listener(path: str, backlog: int) -> SocketListener:
@@ -62,7 +65,7 @@ def _unix_listener(path: str, backlog: int) -> SocketListener:
         raise BindError(f"could not bind unix socket {path}: {exc.strerror}") from None
     os.chmod(path, 0o666)
     raw.listen(backlog)
-    return SocketListener(raw)
+    return SocketListener(raw, skip_redundant_yields=True)
 
 
 def describe(listener: SocketListener, *, tls: bool) -> str:

@@ -1,19 +1,59 @@
-"""Which HTTP/1.1 handler class serves connections, from the ``http`` option."""
+"""Which protocol serves an accepted connection: decided here, once per connection.
+
+Today that is HTTP/1.1 with the handler class the ``http`` option names
+(WebSocket arrives as an HTTP/1.1 upgrade). Negotiation that picks another
+protocol (ALPN, a connection preface, ``Upgrade: h2c``) belongs here too, so
+the accept loop stays protocol-blind.
+"""
 
 from __future__ import annotations
 
 import functools
 from typing import TYPE_CHECKING
 
+import trio
+
 from palfrey.protocols.h11 import H1Protocol
 from palfrey.transport.errors import ServeError
+from palfrey.transport.http11 import H1Connection
+from palfrey.transport.websocket import websocket_upgrade
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from palfrey.asgi.scope import Address
     from palfrey.protocols.base import ProtocolHandler
+    from palfrey.transport.state import ConnectionControl, ServerState
 
     HandlerFactory = Callable[..., ProtocolHandler]
+
+
+def open_connection(
+    transport: trio.abc.Stream,
+    state: ServerState,
+    control: ConnectionControl,
+    *,
+    tls: bool,
+    client: Address,
+    server: Address,
+) -> H1Connection:
+    """The connection object that serves ``transport`` (its handshakes already done)."""
+    config = state.config
+    protocol = h1_protocol_class(config.http)(
+        max_incomplete_event_size=config.h11_max_incomplete_event_size,
+        limit_request_body=config.limit_request_body,
+    )
+    return H1Connection(
+        transport,
+        protocol,
+        state,
+        control,
+        scheme="https" if tls else "http",
+        client=client,
+        server=server,
+        # A WSGI app still gets the handshake, so its adapter can refuse it clearly.
+        upgrade_handler=websocket_upgrade if config.ws != "none" else None,
+    )
 
 
 @functools.cache

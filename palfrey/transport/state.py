@@ -21,22 +21,39 @@ logger = logging.getLogger("palfrey.error")
 
 @attrs.define(slots=True, eq=False)
 class ConnectionControl:
-    """The handle the server keeps on one connection to close it when idle at shutdown."""
+    """The server's handle on one connection, the same whatever protocol it speaks.
+
+    The server never looks inside a connection: the timeout sweep calls
+    :meth:`expire` once :attr:`deadline` has passed, shutdown calls
+    :meth:`shutdown`, and :attr:`open_streams` says how much work is in
+    flight. HTTP/1.1 ends its wait for the next request head on either; a
+    protocol with streams of its own (a WebSocket today, HTTP/2 next) hooks
+    :attr:`on_shutdown` to say goodbye in its own terms (close 1012, GOAWAY).
+    """
 
     #: Wraps the connection's request loop; cancelled to end a wait for a request
     #: head (timeout or shutdown). One scope serves every request of the connection.
     waiting_scope: trio.CancelScope = attrs.Factory(trio.CancelScope)
-    #: When the current wait for a request head times out (keep-alive or head
-    #: timeout), infinite otherwise; enforced by ``expire_waiting_connections``.
+    #: When the current idle wait (keep-alive or request head) times out,
+    #: infinite otherwise; enforced by ``expire_waiting_connections``.
     deadline: float = math.inf
     #: True while the connection waits for a request head.
     idle: bool = False
-    #: Set while the connection carries a WebSocket: closes it with 1012 at shutdown.
+    #: Requests (streams) being served on the connection now.
+    open_streams: int = 0
+    #: Called at shutdown while the connection carries a protocol of its own.
     on_shutdown: Callable[[], None] | None = None
 
-    def close_if_idle(self) -> None:
+    def expire(self) -> None:
+        """The idle deadline passed: stop waiting for a request."""
+        self.waiting_scope.cancel()
+
+    def shutdown(self) -> None:
+        """The server is stopping: end an idle wait now, and tell any protocol on top."""
         if self.idle:
             self.waiting_scope.cancel()
+        if self.on_shutdown is not None:
+            self.on_shutdown()
 
 
 @attrs.define(slots=True, eq=False)
@@ -71,8 +88,11 @@ class ServerState:
         return self.shutdown_requested.is_set()
 
     def begin_shutdown(self) -> None:
-        """Close every idle connection (and every WebSocket, with 1012)."""
+        """Tell every connection the server is stopping."""
         for control in list(self.connections):
-            control.close_if_idle()
-            if control.on_shutdown is not None:
-                control.on_shutdown()
+            control.shutdown()
+
+    @property
+    def open_streams(self) -> int:
+        """Requests and WebSockets in flight on every connection."""
+        return sum(control.open_streams for control in self.connections)

@@ -12,11 +12,9 @@ from typing import TYPE_CHECKING
 import trio
 
 from palfrey.asgi.scope import Address
-from palfrey.transport.http11 import H1Connection
-from palfrey.transport.protocol_select import h1_protocol_class
+from palfrey.transport.protocol_select import open_connection
 from palfrey.transport.state import ConnectionControl
 from palfrey.transport.tls import handshake
-from palfrey.transport.websocket import websocket_upgrade
 
 if TYPE_CHECKING:
     from palfrey.transport.socket_stream import SocketListener, SocketStream
@@ -70,6 +68,9 @@ async def handle_connection(
     """Serve one accepted connection; nothing raised here reaches the listener but Cancelled."""
     control = ConnectionControl()
     state.connections.add(control)
+    # Every write to this client, HTTP/1.1 or WebSocket, under TLS or not, ends
+    # here: a client that stops reading is given up on after this long.
+    stream.send_timeout = state.config.timeout_send
     transport: trio.abc.Stream = stream
     try:
         client, server = _addresses(stream.socket)
@@ -78,24 +79,16 @@ async def handle_connection(
             if tls is None:
                 return
             transport = tls
-        config = state.config
-        protocol = h1_protocol_class(config.http)(
-            max_incomplete_event_size=config.h11_max_incomplete_event_size,
-            limit_request_body=config.limit_request_body,
-        )
-        connection = H1Connection(
+        connection = open_connection(
             transport,
-            protocol,
             state,
             control,
-            scheme="https" if ssl_context is not None else "http",
+            tls=ssl_context is not None,
             client=client,
             server=server,
-            # A WSGI app still gets the handshake, so its adapter can refuse it clearly.
-            upgrade_handler=websocket_upgrade if config.ws != "none" else None,
         )
         await connection.run()
-        if connection.closed_with_error:
+        if connection.linger and connection.writable:
             await _linger(transport)
     except Exception:
         logger.exception("Unhandled error on a connection; closing it")

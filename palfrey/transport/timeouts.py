@@ -39,4 +39,4 @@ async def expire_waiting_connections(state: ServerState) -> None:
         now = trio.current_time()
         for control in state.connections:
             if control.deadline <= now:
-                control.waiting_scope.cancel()
+                control.expire()

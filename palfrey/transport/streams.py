@@ -1,0 +1,72 @@
+"""One request on one stream, whatever the HTTP version: the path every request takes.
+
+An HTTP/1.1 connection carries one stream at a time; HTTP/2 and HTTP/3
+connections carry many. Each version parses its own framing into a
+:class:`~palfrey.protocols.events.RequestReceived` and supplies an
+:class:`~palfrey.asgi.http.HTTPStream`; from there :func:`serve_request`
+does what every version shares — count the request, build the scope, borrow
+a concurrency slot for the stream, hand an upgrade (WebSocket) its turn,
+run the :class:`~palfrey.asgi.http.HTTPCycle` — and returns the
+:class:`~palfrey.asgi.http.Outcome`. Connection policy (keep-alive,
+``100-continue``, draining, resets, GOAWAY) stays with each version.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from palfrey.asgi.http import HTTPCycle, HTTPStream, Outcome
+from palfrey.asgi.scope import Address, http_scope
+
+if TYPE_CHECKING:
+    from palfrey.protocols.events import RequestReceived
+    from palfrey.transport.state import ServerState
+
+#: Takes over a request that asked to switch protocols; returns how the stream
+#: ended, or None when it declined (the request is then served as plain HTTP).
+UpgradeHandler = Callable[[dict[str, Any]], Awaitable[Outcome | None]]
+
+
+async def serve_request(
+    state: ServerState,
+    request: RequestReceived,
+    stream: HTTPStream,
+    *,
+    scheme: str,
+    client: Address,
+    server: Address,
+    upgrade: UpgradeHandler | None = None,
+) -> Outcome:
+    """Serve ``request`` on ``stream`` through the app and say how the stream ended."""
+    state.count_request()
+    scope = http_scope(
+        method=request.method,
+        target=request.target,
+        headers=request.headers,
+        http_version=request.http_version,
+        scheme=request.scheme.decode("ascii") if request.scheme is not None else scheme,
+        client=client,
+        server=server,
+        root_path=state.config.root_path,
+        state=state.lifespan_state,
+    )
+    limiter = state.limiter
+    if limiter is not None:
+        # The stream is the borrower: a connection with many streams holds many slots.
+        try:
+            limiter.acquire_on_behalf_of_nowait(stream)
+        except trio.WouldBlock:
+            await stream.refuse()
+            return Outcome.RESET_STREAM
+    try:
+        if upgrade is not None:
+            outcome = await upgrade(scope)
+            if outcome is not None:
+                return outcome
+        return await HTTPCycle(scope, stream, state.defaults).run(state.app)
+    finally:
+        if limiter is not None:
+            limiter.release_on_behalf_of(stream)
