@@ -2,11 +2,12 @@
 
 A connection waiting for a request head records when that wait must end in
 :attr:`ConnectionControl.deadline`, a plain float, and this task cancels the
-connection's waiting scope once the time has passed. Moving a trio deadline
-costs a heap push and a context manager each time, twice per request (set it
-when the wait starts, clear it when the head arrives): about 3 µs, a tenth of
-a whole keep-alive request with httptools. A float costs nothing, and one
-task checking every connection a few times a second costs nothing per request.
+connection's :meth:`~ConnectionControl.expire` once the time has passed.
+Moving a trio deadline costs a heap push and a context manager each time,
+twice per request (set it when the wait starts, clear it when the head
+arrives), a visible share of a keep-alive request (docs/performance.md). A
+float costs nothing, and one task checking every connection a few times a
+second costs nothing per request.
 
 Timeouts fire up to one sweep interval late: a tenth of the shortest of
 the two timeouts, between 10 ms and 0.5 s.

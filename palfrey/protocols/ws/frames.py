@@ -1,7 +1,7 @@
 """The fast path: whole unfragmented text and binary frames, parsed and framed without wsproto.
 
 Without an extension, such messages are nearly all the traffic, and handling
-them here costs about a tenth of wsproto's per-message work. The parser takes
+them here costs a small fraction of wsproto's per-message work. The parser takes
 only frames wsproto would accept unchanged and leaves every other frame
 (control frames, fragments, anything malformed or over ``max_size``) to
 wsproto, so its checks and close codes stay the only ones.
