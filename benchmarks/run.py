@@ -2,13 +2,20 @@
 
     python benchmarks/run.py            # 3 rounds, about 8 minutes
     python benchmarks/run.py --quick    # 1 round of short runs, for development
+    python benchmarks/run.py --only palfrey-h11 palfrey-httptools --baseline ../palfrey-base
 
 Every server runs as a subprocess on 127.0.0.1 with one worker, access log
 off, a 60 s keep-alive timeout and the app in ``benchmarks/apps.py``. The
 server is pinned to the first CPU and wrk to the others when there are two or
 more. Servers are interleaved (A B C ... A B C ...) and each figure is the
 median over rounds. For each server and round: start it, measure the RSS each
-idle keep-alive connection costs, run each wrk workload, stop it.
+idle keep-alive connection costs, run each wrk workload (recording the
+server's CPU time per request as well), stop it.
+
+``--baseline`` adds ``<name>@base`` rows: the same Palfrey servers run by
+another checkout's Python (the "current" code is whatever the interpreter
+running this script imports). They run in the same rounds, right next to their
+current counterpart, and the report gains a current ÷ baseline table.
 
 The table goes to ``benchmarks/results/latest.md`` (``quick.md`` for
 ``--quick``), with the machine, versions and exact commands. See
@@ -19,7 +26,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import importlib.metadata
+import json
 import math
 import os
 import platform
@@ -49,6 +58,7 @@ class Server:
     argv: list[str]  # "{port}" is replaced by the port
     reference: str  # the Palfrey variant its ratio is taken against
     full_app: bool = True  # False: only answers /plaintext (the bare ceilings)
+    baseline_of: str | None = None  # for "<name>@base" rows: the current server's name
 
 
 @dataclass
@@ -109,6 +119,83 @@ def servers() -> list[Server]:
     return out
 
 
+BASE = "@base"
+DISTURBED = 0.1  # other load, in CPUs, above which a wrk run counts as disturbed
+
+
+def baseline_python(path: Path) -> str:
+    """The interpreter for ``--baseline``: ``PATH/.venv/bin/python``, or PATH if it is a Python."""
+    python = (path / ".venv" / "bin" / "python" if path.is_dir() else path).absolute()
+    if not (python.is_file() and os.access(python, os.X_OK)):
+        raise SystemExit(f"--baseline {path}: no Python at {python}")
+    return str(python)  # not resolved: a venv's python is a symlink out of the venv
+
+
+def with_baseline(chosen: list[Server], python: str, httptools: bool) -> list[Server]:
+    """``chosen`` with a "<name>@base" copy run by ``python`` right after each Palfrey server."""
+    out = []
+    for server in chosen:
+        out.append(server)
+        if server.argv[:3] != [PY, "-m", "palfrey"]:
+            continue
+        if "httptools" in server.name and not httptools:
+            print(f"skipping {server.name}{BASE}: the baseline Python has no httptools")
+            continue
+        argv = [python, *server.argv[1:]]
+        out.append(Server(server.name + BASE, argv, server.reference, baseline_of=server.name))
+    return out
+
+
+def round_order(chosen: list[Server], round_number: int) -> list[Server]:
+    """The servers in running order: every other round each current/@base pair swaps places,
+    so that neither side always runs first."""
+    order = list(chosen)
+    if round_number % 2 == 0:
+        for i, server in enumerate(order):
+            if server.baseline_of:
+                order[i - 1], order[i] = order[i], order[i - 1]
+    return order
+
+
+@dataclass
+class Origin:
+    """Which Palfrey an interpreter runs, to tell the two sides of a comparison apart."""
+
+    package: Path  # the imported palfrey package directory
+    digest: str  # sha256 of its *.py files (paths and contents), first 12 hex digits
+    versions: dict[str, str | None]  # Python and the hot-path libraries; None: not installed
+
+
+ORIGIN_SCRIPT = """
+import importlib.metadata, json, pathlib, platform, palfrey
+versions = {"Python": platform.python_version()}
+for name in ("trio", "h11", "httptools"):
+    try:
+        versions[name] = importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        versions[name] = None
+print(json.dumps([str(pathlib.Path(palfrey.__file__).parent), versions]))
+"""
+
+
+def palfrey_origin(python: str) -> Origin:
+    """The Palfrey that ``python`` imports when started as the servers are (cwd, PYTHONPATH)."""
+    out = subprocess.run(
+        [python, "-c", ORIGIN_SCRIPT],
+        cwd=HERE,
+        env=server_env(),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    package, versions = json.loads(out.stdout)
+    digest = hashlib.sha256()
+    for source in sorted(Path(package).rglob("*.py")):
+        digest.update(source.relative_to(package).as_posix().encode() + b"\0")
+        digest.update(source.read_bytes())
+    return Origin(Path(package), digest.hexdigest()[:12], versions)
+
+
 def cpu_split() -> tuple[list[str], list[str], int]:
     """taskset prefixes for the server and for wrk, and the number of wrk threads."""
     cpus = sorted(os.sched_getaffinity(0))
@@ -137,14 +224,17 @@ def http_get(port: int, path: str = "/plaintext", timeout: float = 2.0) -> bytes
         return data
 
 
+def server_env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(HERE), "PYTHONUNBUFFERED": "1"}
+
+
 @contextlib.contextmanager
 def running(server: Server, pin: list[str], log: Path) -> Iterator[tuple[int, int]]:
     """Start ``server``, wait until it answers (at most 30 s), yield (pid, port), stop it."""
     port = free_port()
     argv = [*pin, *(arg.replace("{port}", str(port)) for arg in server.argv)]
-    env = {**os.environ, "PYTHONPATH": str(HERE), "PYTHONUNBUFFERED": "1"}
     with log.open("ab") as errors:
-        process = subprocess.Popen(argv, cwd=HERE, env=env, stdout=errors, stderr=errors)
+        process = subprocess.Popen(argv, cwd=HERE, env=server_env(), stdout=errors, stderr=errors)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -166,8 +256,8 @@ def running(server: Server, pin: list[str], log: Path) -> Iterator[tuple[int, in
             process.wait(timeout=10)
 
 
-def tree_rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` and all its descendants (Hypercorn serves from a child process)."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and all its descendants (Hypercorn serves from a child process)."""
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -175,16 +265,46 @@ def tree_rss_kib(pid: int) -> int:
                 stat = (entry / "stat").read_text()
                 ppid = int(stat.rsplit(")", 1)[1].split()[1])
                 children.setdefault(ppid, []).append(int(entry.name))
-    total = 0
+    tree = []
     todo = [pid]
     while todo:
         current = todo.pop()
+        tree.append(current)
         todo.extend(children.get(current, []))
+    return tree
+
+
+def tree_rss_kib(pid: int) -> int:
+    """VmRSS of ``pid``'s process tree."""
+    total = 0
+    for current in process_tree(pid):
         with contextlib.suppress(OSError):
             for line in Path(f"/proc/{current}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
     return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid``'s process tree (live processes only)."""
+    ticks = 0
+    for current in process_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy_seconds() -> float:
+    """Non-idle CPU time of the whole machine, all CPUs, steal included (``/proc/stat``)."""
+    fields = [int(n) for n in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def idle_connection_kib(pid: int, port: int, count: int) -> float:
@@ -238,7 +358,6 @@ class Settings:
     threads: int
     server_pin: list[str]
     load_pin: list[str]
-    quick: bool
 
 
 @dataclass
@@ -247,23 +366,41 @@ class Sample:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int
+    cpu_us: float = math.nan  # server CPU time (user + system) per request, microseconds
+    # CPUs' worth of time that neither the server nor wrk used (other processes, interrupts,
+    # steal): what else the machine was doing during the run, the main source of noise.
+    other_cpus: float = math.nan
 
 
-def wrk(pin: list[str], threads: int, workload: Workload, port: int, seconds: float) -> Sample:
+def wrk(
+    pin: list[str], threads: int, workload: Workload, pid: int, port: int, *, seconds: float
+) -> Sample:
     argv = [*pin, "wrk", f"-t{threads}", f"-c{workload.connections}", f"-d{seconds:g}s"]
     argv += ["--timeout", "5s", "--latency", *workload.extra]
     argv.append(f"http://127.0.0.1:{port}{workload.path}")
+    before = (tree_cpu_seconds(pid), children_cpu_seconds(), machine_busy_seconds())
+    started = time.monotonic()
     out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 30, check=True)
-    return parse_wrk(out.stdout)
+    elapsed = time.monotonic() - started
+    server = tree_cpu_seconds(pid) - before[0]
+    load = children_cpu_seconds() - before[1]  # wrk, now that it has been waited for
+    busy = machine_busy_seconds() - before[2]
+    sample = parse_wrk(out.stdout)
+    sample.cpu_us = server * 1e6 / max(1, sample.requests)
+    sample.other_cpus = max(0.0, busy - server - load) / elapsed
+    return sample
 
 
 def parse_wrk(text: str) -> Sample:
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text)[1])  # type: ignore[index]
+    requests = int(re.search(r"(\d+) requests in", text)[1])  # type: ignore[index]
     latency = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", text, re.MULTILINE))
     errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", text))
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
     errors += int(non_2xx[1]) if non_2xx else 0
-    return Sample(rps, _ms(latency.get("50", "0ms")), _ms(latency.get("99", "0ms")), errors)
+    p50, p99 = _ms(latency.get("50", "0ms")), _ms(latency.get("99", "0ms"))
+    return Sample(rps, p50, p99, errors, requests)
 
 
 def _ms(value: str) -> float:
@@ -282,6 +419,13 @@ def main() -> int:
     parser.add_argument("--idle", type=int, help="idle connections (default 2000, quick 500)")
     parser.add_argument("--only", nargs="*", help="server names to run (default: all)")
     parser.add_argument("--output", type=Path, help="markdown file to write")
+    parser.add_argument(
+        "--baseline",
+        type=Path,
+        metavar="PATH",
+        help="another Palfrey checkout with its own .venv (or the Python to use): adds "
+        f"<name>{BASE} rows for the chosen Palfrey servers and a current ÷ baseline table",
+    )
     args = parser.parse_args()
     rounds = args.rounds or (1 if args.quick else 3)
     seconds = args.seconds or (2.0 if args.quick else 4.0)
@@ -295,6 +439,16 @@ def main() -> int:
     if soft < wanted:  # servers inherit it; 2,000 idle sockets need as many descriptors
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
     chosen = [s for s in servers() if not args.only or s.name in args.only]
+    pythons = {"current": PY, "baseline": baseline_python(args.baseline)} if args.baseline else {}
+    origins = {side: palfrey_origin(python) for side, python in pythons.items()}
+    if origins:
+        if origins["current"].package == origins["baseline"].package:
+            print(f"--baseline imports the same palfrey as {PY}: {origins['current'].package}")
+            return 2
+        httptools = origins["baseline"].versions["httptools"] is not None
+        chosen = with_baseline(chosen, pythons["baseline"], httptools)
+        for side, origin in origins.items():
+            print(f"{side}: {origin.package} (sources {origin.digest})")
     server_pin, load_pin, threads = cpu_split()
     RESULTS.mkdir(exist_ok=True)
     log = RESULTS / "servers.log"
@@ -303,21 +457,27 @@ def main() -> int:
     rss: dict[str, list[float]] = {}
     started = time.monotonic()
     for round_number in range(1, rounds + 1):
-        for server in chosen:
+        for server in round_order(chosen, round_number):
             with running(server, server_pin, log) as (pid, port):
                 kib = idle_connection_kib(pid, port, idle)
                 rss.setdefault(server.name, []).append(kib)
-                wrk(load_pin, threads, WORKLOADS[0], port, 1)  # warm-up, not recorded
+                wrk(load_pin, threads, WORKLOADS[0], pid, port, seconds=1)  # warm-up, not recorded
                 line = [f"round {round_number}/{rounds} {server.name:26} rss/conn {kib:6.1f} KiB"]
+                other_cpus = 0.0
                 for workload in WORKLOADS:
                     if workload.full_app_only and not server.full_app:
                         continue
-                    sample = wrk(load_pin, threads, workload, port, seconds)
+                    sample = wrk(load_pin, threads, workload, pid, port, seconds=seconds)
                     samples.setdefault((server.name, workload.name), []).append(sample)
-                    line.append(f"{workload.name} {sample.rps:9.0f}")
+                    line.append(f"{workload.name} {sample.rps:7.0f} ({sample.cpu_us:4.0f} µs)")
+                    other_cpus = max(other_cpus, sample.other_cpus)
+                line.append(f"other load up to {other_cpus:.2f} CPU")
                 print("  ".join(line), flush=True)
-    settings = Settings(rounds, seconds, idle, threads, server_pin, load_pin, args.quick)
-    report = render(chosen, samples, rss, settings)
+    settings = Settings(rounds, seconds, idle, threads, server_pin, load_pin)
+    # Each round restarts the servers, so a tree edited during the run mixes revisions.
+    changed = [side for side, python in pythons.items() if palfrey_origin(python) != origins[side]]
+    compared = comparison(chosen, samples, rss, origins, changed) if origins else []
+    report = render(chosen, samples, rss, settings, compared)
     report += f"\nTotal run time: {time.monotonic() - started:.0f} s.\n"
     output.write_text(report)
     print(f"\nwrote {output}\n")
@@ -334,30 +494,54 @@ def render(
     samples: dict[tuple[str, str], list[Sample]],
     rss: dict[str, list[float]],
     settings: Settings,
+    compared: list[str],
 ) -> str:
     def rps(server: str, workload: str) -> float:
         return median([s.rps for s in samples.get((server, workload), [])])
 
     names = [s.name for s in chosen]
     lines = ["# Palfrey HTTP/1.1 benchmark", ""]
+    command = shlex.join(["python", "benchmarks/run.py", *sys.argv[1:]])
     lines.append(
-        f"`python benchmarks/run.py{' --quick' if settings.quick else ''}` on "
+        f"`{command}` on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: {settings.rounds} round(s), "
         f"{settings.seconds:g} s per wrk run, medians over rounds; one worker per server, "
-        "access log off, loopback only. Higher is better except memory."
+        "access log off, loopback only. Higher is better except memory and CPU time."
     )
+    others = sorted(s.other_cpus for runs in samples.values() for s in runs)
+    disturbed = sum(1 for value in others if value > DISTURBED)
+    lines += [
+        "",
+        f"Other load (CPU time used by neither the server nor wrk, in CPUs) during the "
+        f"{len(others)} wrk runs: median {median(others):.2f}, highest {others[-1]:.2f}; "
+        f"{disturbed} above {DISTURBED:g}. On a quiet machine it stays near 0; where it is "
+        "not, something else shared the machine and the figures move with it.",
+    ]
+    lines += compared
     lines += ["", "## Requests per second", ""]
     header = "| server | " + " | ".join(w.title for w in WORKLOADS)
     lines += [header + " | RSS per idle connection |", "|---" * (len(WORKLOADS) + 2) + "|"]
     for name in names:
         cells = [_fmt(rps(name, w.name)) for w in WORKLOADS]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {median(rss[name]):.1f} KiB |")
-    lines += ["", "## Relative to Palfrey (same HTTP parser; 1.00 = as fast as Palfrey)", ""]
-    lines += ["| server | against | " + " | ".join(w.title for w in WORKLOADS) + " |"]
-    lines.append("|---" * (len(WORKLOADS) + 2) + "|")
-    for server in chosen:
-        if server.name == server.reference or server.reference not in names:
-            continue
+    lines += ["", "## Server CPU time per request (µs, user + system, median)", ""]
+    lines += ["| server | " + " | ".join(w.title for w in WORKLOADS) + " |"]
+    lines.append("|---" * (len(WORKLOADS) + 1) + "|")
+    for name in names:
+        cells = [_us(cpu_us(samples, name, w.name)) for w in WORKLOADS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    others = [
+        server
+        for server in chosen
+        if server.name != server.reference
+        and server.reference in names
+        and not server.baseline_of  # those are in the current ÷ baseline table
+    ]
+    if others:
+        lines += ["", "## Relative to Palfrey (same HTTP parser; 1.00 = as fast as Palfrey)", ""]
+        lines += ["| server | against | " + " | ".join(w.title for w in WORKLOADS) + " |"]
+        lines.append("|---" * (len(WORKLOADS) + 2) + "|")
+    for server in others:
         cells = [_ratio(rps(server.name, w.name), rps(server.reference, w.name)) for w in WORKLOADS]
         lines.append(f"| {server.name} | {server.reference} | " + " | ".join(cells) + " |")
     lines += ["", "## Targets (ratio per workload; PASS or MISS)", ""]
@@ -406,6 +590,64 @@ def render(
     return "\n".join(lines) + "\n"
 
 
+def cpu_us(samples: dict[tuple[str, str], list[Sample]], server: str, workload: str) -> float:
+    return median([s.cpu_us for s in samples.get((server, workload), [])])
+
+
+def comparison(
+    chosen: list[Server],
+    samples: dict[tuple[str, str], list[Sample]],
+    rss: dict[str, list[float]],
+    origins: dict[str, Origin],
+    changed: list[str],
+) -> list[str]:
+    """The current ÷ baseline section: ratios of medians, with the range of per-round ratios
+    (each round runs the two sides back to back, so these pair like with like)."""
+    lines = ["", "## Current ÷ baseline", ""]
+    for side, origin in origins.items():
+        versions = ", ".join(
+            f"{name} {version or 'missing'}" for name, version in origin.versions.items()
+        )
+        lines.append(f"- {side}: `{origin.package}`, sources {origin.digest}; {versions}")
+    if origins["current"].digest == origins["baseline"].digest:
+        lines.append("- The two sides have the same sources: these ratios are the run's noise.")
+    for side in changed:
+        lines.append(f"- WARNING: the {side} sources changed during the run; rounds mix revisions.")
+    lines += [
+        "",
+        "Each cell: ratio of the medians over rounds, then the lowest and highest per-round "
+        "ratio. Requests per second: above 1.00 is current faster. CPU time per request: "
+        "below 1.00 is current cheaper.",
+        "",
+    ]
+    header = " | ".join(w.title for w in WORKLOADS)
+    lines += [f"| server | measure | {header} | RSS per idle connection, current / base |"]
+    lines.append("|---" * (len(WORKLOADS) + 3) + "|")
+    for base in chosen:
+        if not base.baseline_of:
+            continue
+        current = base.baseline_of
+        kib = f"{median(rss[current]):.1f} / {median(rss[base.name]):.1f} KiB"
+        for measure, field_name, last in (("req/s", "rps", kib), ("CPU/req", "cpu_us", "")):
+            cells = []
+            for w in WORKLOADS:
+                ours = [getattr(s, field_name) for s in samples.get((current, w.name), [])]
+                theirs = [getattr(s, field_name) for s in samples.get((base.name, w.name), [])]
+                cells.append(_paired(ours, theirs))
+            lines.append(f"| {current} | {measure} | " + " | ".join(cells) + f" | {last} |")
+    return lines
+
+
+def _paired(ours: list[float], theirs: list[float]) -> str:
+    if not ours or not theirs:
+        return "—"
+    overall = f"{median(ours) / median(theirs):.2f}"
+    if len(ours) < 2:
+        return overall
+    per_round = [a / b for a, b in zip(ours, theirs, strict=True)]
+    return f"{overall} ({min(per_round):.2f}-{max(per_round):.2f})"
+
+
 def targets(
     rps: Callable[[str, str], float], rss: dict[str, list[float]], names: list[str]
 ) -> list[str]:
@@ -444,6 +686,10 @@ def _mark(passed: bool) -> str:
 
 def _fmt(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:,.0f}"
+
+
+def _us(value: float) -> str:
+    return "—" if math.isnan(value) else f"{value:.0f}"
 
 
 def _ratio(value: float, reference: float) -> str:
