@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from palfrey.transport.tcp import ACCEPT_RETRY_DELAY, accept_connections
 
@@ -31,7 +32,7 @@ class FailingListener(trio.abc.Listener[Any]):
 
 
 async def test_running_out_of_descriptors_pauses_then_retries(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
 ) -> None:
     listener = FailingListener(errno.EMFILE, errno.ENFILE)
     async with trio.open_nursery() as nursery:
@@ -39,7 +40,9 @@ async def test_running_out_of_descriptors_pauses_then_retries(
         await trio.sleep(3 * ACCEPT_RETRY_DELAY)
         nursery.cancel_scope.cancel()
     assert len(listener.calls) == 3
-    assert listener.calls[1] - listener.calls[0] >= ACCEPT_RETRY_DELAY
+    # Virtual time: each retry comes exactly one pause after the failure before it.
+    assert listener.calls[1] - listener.calls[0] == pytest.approx(ACCEPT_RETRY_DELAY)
+    assert listener.calls[2] - listener.calls[1] == pytest.approx(ACCEPT_RETRY_DELAY)
     assert "EMFILE" in caplog.text
     assert listener.closed
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+import pytest
 import trio
+import trio.testing
 import trio_websocket
 from h1_client import (
     WAIT,
+    RawClient,
+    Response,
     assert_still_serving,
     connect,
     no_connection_crashes,  # noqa: F401 - autouse fixture
@@ -16,7 +20,28 @@ from h1_client import (
     request,
 )
 
+from palfrey.transport.timeouts import sweep_interval
+
 Scope = dict[str, Any]
+
+KEEP_ALIVE = 5.0
+REQUEST_HEADER = 10.0
+TIMEOUTS = {"timeout_keep_alive": KEEP_ALIVE, "timeout_request_header": REQUEST_HEADER}
+#: The timeout sweep looks this often, so a keep-alive or head timeout fires up to this late.
+SWEEP = sweep_interval(KEEP_ALIVE, REQUEST_HEADER)
+
+
+def assert_fired_on_time(waited: float, timeout: float) -> None:
+    """``waited`` (virtual seconds) reached ``timeout`` and exceeds it by one sweep at most."""
+    # 1e-6 absorbs float rounding in virtual timestamps, nothing else.
+    assert timeout - 1e-6 <= waited <= timeout + SWEEP + 1e-6, (waited, timeout)
+
+
+async def read_late_response(client: RawClient, timeout: float) -> Response:
+    """A response that may start later than ``WAIT``, all ``read_response`` gives a head."""
+    with trio.fail_after(timeout):
+        await trio.lowlevel.wait_readable(client.stream.socket)
+    return await client.read_response()
 
 
 async def read_all(scope: Scope, receive: Any, send: Any) -> None:
@@ -51,7 +76,11 @@ class TestHeadSize:
             await expect_status(srv, head, 431)
             await assert_still_serving(srv)
 
-    async def test_large_head_trickled_is_431(self, serve: Any) -> None:
+    async def test_large_head_trickled_is_431(
+        self, serve: Any, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        # On the mock clock each pause ends only once the server has read what came
+        # before, so the head reaches it in a hundred separate pieces.
         async with serve(ok_app, h11_max_incomplete_event_size=2048) as srv:
             async with connect(srv) as client:
                 await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
@@ -125,64 +154,98 @@ class TestConcurrency:
 
 
 class TestTimeouts:
-    async def test_idle_keep_alive_connection_closes_silently(self, serve: Any) -> None:
-        async with serve(ok_app, timeout_keep_alive=0.2) as srv, connect(srv) as client:
+    """Keep-alive and request-head timeouts at realistic values, on the autojumping mock clock.
+
+    The server and the client run in one trio run, so whenever every task waits the
+    clock jumps to the next deadline: the waits cost no real time, and ``trio.current_time()``
+    says when, in virtual time, the server acted.
+    """
+
+    async def test_idle_keep_alive_connection_closes_silently(
+        self, serve: Any, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with serve(ok_app, **TIMEOUTS) as srv, connect(srv) as client:
             await client.send(request())
             assert (await client.read_response()).status == 200
-            start = trio.current_time()
-            await client.assert_closed(timeout=2)
-            assert 0.1 < trio.current_time() - start < 1.5
+            idle_since = trio.current_time()
+            await client.assert_closed(timeout=KEEP_ALIVE + WAIT)
+            assert_fired_on_time(trio.current_time() - idle_since, KEEP_ALIVE)
 
-    async def test_partial_head_gets_408(self, serve: Any) -> None:
-        async with serve(ok_app, timeout_request_header=0.3) as srv:
+    async def test_partial_head_gets_408(
+        self, serve: Any, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with serve(ok_app, **TIMEOUTS) as srv:
+            connected = trio.current_time()
             async with connect(srv) as client:
                 await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
-                response = await client.read_response(timeout=2)
+                response = await read_late_response(client, REQUEST_HEADER + WAIT)
+                assert_fired_on_time(trio.current_time() - connected, REQUEST_HEADER)
                 assert response.status == 408
                 assert response.header(b"connection") == b"close"
-                await client.assert_closed(timeout=2)
+                await client.assert_closed()
             await assert_still_serving(srv)
 
-    async def test_silent_client_is_closed_without_answer(self, serve: Any) -> None:
-        async with serve(ok_app, timeout_request_header=0.3) as srv, connect(srv) as client:
-            await client.assert_closed(timeout=2)
+    async def test_silent_client_is_closed_without_answer(
+        self, serve: Any, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with serve(ok_app, **TIMEOUTS) as srv:
+            connected = trio.current_time()
+            async with connect(srv) as client:
+                await client.assert_closed(timeout=REQUEST_HEADER + WAIT)
+                # A fresh connection gets the head timeout, not the shorter keep-alive one.
+                assert_fired_on_time(trio.current_time() - connected, REQUEST_HEADER)
 
-    async def test_slow_trickle_does_not_extend_the_header_deadline(self, serve: Any) -> None:
-        async with serve(ok_app, timeout_request_header=0.4) as srv, connect(srv) as client:
+    async def test_slow_trickle_does_not_extend_the_header_deadline(
+        self, serve: Any, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        head = b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"a" * 100
+        pause = 0.2  # one byte every 0.2 s: the whole head would take ~27 s
+        async with serve(ok_app, **TIMEOUTS) as srv:
+            connected = trio.current_time()
+            async with connect(srv) as client:
 
-            async def trickle() -> None:
-                for byte in b"GET / HTTP/1.1\r\nHost: a\r\nX-Slow: " + b"a" * 100:
-                    await client.send(bytes([byte]))
-                    await trio.sleep(0.02)
+                async def trickle() -> None:
+                    for byte in head:
+                        await client.send(bytes([byte]))
+                        await trio.sleep(pause)
 
-            start = trio.current_time()
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(trickle)
-                response = await client.read_response(timeout=2)
-                nursery.cancel_scope.cancel()
-            assert response.status == 408
-            assert trio.current_time() - start < 1.5
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(trickle)
+                    response = await read_late_response(client, REQUEST_HEADER + WAIT)
+                    nursery.cancel_scope.cancel()
+                assert response.status == 408
+                assert_fired_on_time(trio.current_time() - connected, REQUEST_HEADER)
 
-    async def test_partial_head_on_a_kept_alive_connection_gets_408(self, serve: Any) -> None:
-        async with (
-            serve(ok_app, timeout_request_header=0.3, timeout_keep_alive=5) as srv,
-            connect(srv) as client,
-        ):
+    async def test_partial_head_on_a_kept_alive_connection_gets_408(
+        self, serve: Any, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        async with serve(ok_app, **TIMEOUTS) as srv, connect(srv) as client:
             await client.send(request())
             assert (await client.read_response()).status == 200
+            idle_since = trio.current_time()
             await client.send(b"GET /second HTTP/1.1\r\n")
-            assert (await client.read_response(timeout=2)).status == 408
+            assert (await read_late_response(client, REQUEST_HEADER + WAIT)).status == 408
+            # Once the head has begun the keep-alive timeout no longer applies: the
+            # 408 comes at the head timeout, counted from the start of the wait.
+            assert_fired_on_time(trio.current_time() - idle_since, REQUEST_HEADER)
 
-    async def test_keep_alive_deadline_does_not_cut_a_running_request(self, serve: Any) -> None:
+    async def test_keep_alive_deadline_does_not_cut_a_running_request(
+        self, serve: Any, autojump_clock: trio.testing.MockClock
+    ) -> None:
+        busy = REQUEST_HEADER + KEEP_ALIVE  # longer than either timeout
+
         async def app(scope: Scope, receive: Any, send: Any) -> None:
-            await trio.sleep(0.4)
+            await trio.sleep(busy)
             await ok_app(scope, receive, send)
 
-        async with serve(app, timeout_keep_alive=0.1, lifespan="off") as srv:
+        async with serve(app, lifespan="off", **TIMEOUTS) as srv:
             async with connect(srv) as client:
                 for _ in range(2):
+                    sent = trio.current_time()
                     await client.send(request())
-                    assert (await client.read_response()).body == b"ok"
+                    response = await read_late_response(client, busy + WAIT)
+                    assert response.body == b"ok"
+                    assert trio.current_time() - sent == pytest.approx(busy)
 
 
 async def test_an_open_websocket_counts_towards_limit_concurrency(serve: Any) -> None:

@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from h1_client import (
     WAIT,
     assert_still_serving,
@@ -277,7 +278,10 @@ class TestDisconnect:
         assert polls[-1] == "disconnected"
 
     async def test_app_that_handles_a_disconnect_logs_no_error(
-        self, serve: Any, caplog: pytest.LogCaptureFixture
+        self,
+        serve: Any,
+        caplog: pytest.LogCaptureFixture,
+        autojump_clock: trio.testing.MockClock,
     ) -> None:
         done = trio.Event()
 
@@ -307,6 +311,8 @@ class TestDisconnect:
                         if read:
                             await client.read_head()
                         else:
+                            # The mock clock moves only when every task waits: the app is
+                            # polling by then.
                             await trio.sleep(0.05)
                     with trio.fail_after(WAIT):
                         await done.wait()

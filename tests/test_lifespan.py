@@ -9,6 +9,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+import trio.testing
 from h1_client import WAIT, ok_app
 
 import palfrey
@@ -16,6 +17,9 @@ from palfrey.asgi.lifespan import LifespanFailure
 from palfrey.transport.errors import BindError
 
 Scope = dict[str, Any]
+
+#: ``--timeout-lifespan``'s default; tests that wait for it run on the autojumping mock clock.
+LIFESPAN_TIMEOUT = 60.0
 
 
 def lifespan_app(
@@ -57,10 +61,10 @@ async def get(url: str) -> httpx.Response:
             return await client.get(url)
 
 
-async def serve_directly(app: Any, **options: Any) -> None:
-    """Run :func:`palfrey.serve` to completion (it must fail or be shut down quickly)."""
+async def serve_directly(app: Any, *, wait: float = WAIT, **options: Any) -> None:
+    """Run :func:`palfrey.serve` to completion (it must fail or be shut down within ``wait``)."""
     config = palfrey.Config(app=app, host="127.0.0.1", port=0, **options)
-    with trio.fail_after(WAIT):
+    with trio.fail_after(wait):
         await palfrey.serve(app, config)
 
 
@@ -73,7 +77,9 @@ async def test_startup_before_serving_and_shutdown_after(serve: Any) -> None:
     assert events == ["scope 3.0 2.0", "startup", "request", "shutdown"]
 
 
-async def test_shutdown_waits_for_in_flight_requests(serve: Any) -> None:
+async def test_shutdown_waits_for_in_flight_requests(
+    serve: Any, autojump_clock: trio.testing.MockClock
+) -> None:
     events: list[str] = []
     inner = lifespan_app(events)
 
@@ -85,6 +91,7 @@ async def test_shutdown_waits_for_in_flight_requests(serve: Any) -> None:
 
     async with serve(app) as srv, trio.open_nursery() as nursery:
         nursery.start_soon(get, srv.url)
+        # The mock clock moves only when every task waits: the request is in the app by then.
         await trio.sleep(0.05)
         srv.shutdown()
     assert events[-3:] == ["request done", "request", "shutdown"]
@@ -98,12 +105,14 @@ async def test_startup_failed_raises(caplog: pytest.LogCaptureFixture) -> None:
     assert "request" not in events
 
 
-async def test_startup_timeout_raises() -> None:
+async def test_startup_timeout_raises(autojump_clock: trio.testing.MockClock) -> None:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         await trio.sleep_forever()
 
-    with pytest.raises(LifespanFailure, match="timed out"):
-        await serve_directly(app, timeout_lifespan=0.2)
+    start = trio.current_time()
+    with pytest.raises(LifespanFailure, match="timed out after 60"):
+        await serve_directly(app, timeout_lifespan=LIFESPAN_TIMEOUT, wait=LIFESPAN_TIMEOUT + WAIT)
+    assert trio.current_time() - start == pytest.approx(LIFESPAN_TIMEOUT)
 
 
 async def test_auto_serves_an_app_that_rejects_lifespan(
@@ -186,16 +195,23 @@ async def test_bind_failure_still_runs_lifespan_shutdown() -> None:
     assert events[-2:] == ["startup", "shutdown"]
 
 
-async def test_shutdown_timeout_does_not_hang(serve: Any, caplog: pytest.LogCaptureFixture) -> None:
+async def test_shutdown_timeout_does_not_hang(
+    serve: Any, caplog: pytest.LogCaptureFixture, autojump_clock: trio.testing.MockClock
+) -> None:
     async def app(scope: Scope, receive: Any, send: Any) -> None:
         await receive()
         await send({"type": "lifespan.startup.complete"})
         await trio.sleep_forever()
 
-    with trio.fail_after(WAIT), caplog.at_level(logging.ERROR, logger="palfrey"):
-        async with serve(app, timeout_lifespan=0.2):
-            pass
-    assert any("timed out" in r.getMessage() for r in caplog.records)
+    with (
+        trio.fail_after(LIFESPAN_TIMEOUT + WAIT),
+        caplog.at_level(logging.ERROR, logger="palfrey"),
+    ):
+        async with serve(app, timeout_lifespan=LIFESPAN_TIMEOUT):
+            stopping = trio.current_time()
+        stopped = trio.current_time()
+    assert stopped - stopping == pytest.approx(LIFESPAN_TIMEOUT)
+    assert any("timed out after 60" in r.getMessage() for r in caplog.records)
 
 
 async def test_unexpected_lifespan_message_raises_in_the_app() -> None:

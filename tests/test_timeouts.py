@@ -34,19 +34,25 @@ def test_sweep_interval_is_a_tenth_of_the_shortest_timeout(
     assert sweep_interval(keep_alive, header) == pytest.approx(expected)
 
 
-async def test_only_waits_past_their_deadline_are_cancelled() -> None:
-    config = Config(app=lambda *_: None, timeout_keep_alive=1.0, timeout_request_header=1.0)
+async def test_only_waits_past_their_deadline_are_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    config = Config(app=lambda *_: None, timeout_keep_alive=5.0, timeout_request_header=10.0)
+    interval = sweep_interval(5.0, 10.0)
     state = ServerState(app=config.app, config=config, defaults=DefaultHeaders())
     expired, waiting, busy = ConnectionControl(), ConnectionControl(), ConnectionControl()
     now = trio.current_time()
-    expired.deadline = now + 0.5
+    expired.deadline = now + 5
     waiting.deadline = now + 30
     busy.deadline = math.inf  # serving a request: no head deadline
     state.connections.update((expired, waiting, busy))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(expire_waiting_connections, state)
-        await trio.sleep(0.5 + sweep_interval(1.0, 1.0) + 0.05)
+        # Virtual time: the sweep's ticks and these wake-ups fall exactly where set.
+        await trio.sleep_until(now + 5 - interval / 2)
+        assert not expired.waiting_scope.cancel_called  # not before its deadline
+        await trio.sleep_until(now + 5 + interval * 1.5)
         nursery.cancel_scope.cancel()
-    assert expired.waiting_scope.cancel_called
+    assert expired.waiting_scope.cancel_called  # at most one sweep late
     assert not waiting.waiting_scope.cancel_called
     assert not busy.waiting_scope.cancel_called
