@@ -93,9 +93,9 @@ class RawClient:
     async def read_response(self, *, head_request: bool = False, timeout: float = WAIT) -> Response:
         """Read one final response, skipping ``1xx`` interim responses."""
         with trio.fail_after(timeout):
-            response = await self.read_head()
+            response = await self.read_head(timeout)
             while 100 <= response.status < 200:
-                response = await self.read_head()
+                response = await self.read_head(timeout)
             if head_request or response.status in (204, 304):
                 return response
             length = response.header(b"content-length")

@@ -11,8 +11,6 @@ import trio.testing
 import trio_websocket
 from h1_client import (
     WAIT,
-    RawClient,
-    Response,
     assert_still_serving,
     connect,
     no_connection_crashes,  # noqa: F401 - autouse fixture
@@ -35,13 +33,6 @@ def assert_fired_on_time(waited: float, timeout: float) -> None:
     """``waited`` (virtual seconds) reached ``timeout`` and exceeds it by one sweep at most."""
     # 1e-6 absorbs float rounding in virtual timestamps, nothing else.
     assert timeout - 1e-6 <= waited <= timeout + SWEEP + 1e-6, (waited, timeout)
-
-
-async def read_late_response(client: RawClient, timeout: float) -> Response:
-    """A response that may start later than ``WAIT``, all ``read_response`` gives a head."""
-    with trio.fail_after(timeout):
-        await trio.lowlevel.wait_readable(client.stream.socket)
-    return await client.read_response()
 
 
 async def read_all(scope: Scope, receive: Any, send: Any) -> None:
@@ -178,7 +169,7 @@ class TestTimeouts:
             connected = trio.current_time()
             async with connect(srv) as client:
                 await client.send(b"GET / HTTP/1.1\r\nHost: a\r\n")
-                response = await read_late_response(client, REQUEST_HEADER + WAIT)
+                response = await client.read_response(timeout=REQUEST_HEADER + WAIT)
                 assert_fired_on_time(trio.current_time() - connected, REQUEST_HEADER)
                 assert response.status == 408
                 assert response.header(b"connection") == b"close"
@@ -211,7 +202,7 @@ class TestTimeouts:
 
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(trickle)
-                    response = await read_late_response(client, REQUEST_HEADER + WAIT)
+                    response = await client.read_response(timeout=REQUEST_HEADER + WAIT)
                     nursery.cancel_scope.cancel()
                 assert response.status == 408
                 assert_fired_on_time(trio.current_time() - connected, REQUEST_HEADER)
@@ -224,7 +215,7 @@ class TestTimeouts:
             assert (await client.read_response()).status == 200
             idle_since = trio.current_time()
             await client.send(b"GET /second HTTP/1.1\r\n")
-            assert (await read_late_response(client, REQUEST_HEADER + WAIT)).status == 408
+            assert (await client.read_response(timeout=REQUEST_HEADER + WAIT)).status == 408
             # Once the head has begun the keep-alive timeout no longer applies: the
             # 408 comes at the head timeout, counted from the start of the wait.
             assert_fired_on_time(trio.current_time() - idle_since, REQUEST_HEADER)
@@ -243,7 +234,7 @@ class TestTimeouts:
                 for _ in range(2):
                     sent = trio.current_time()
                     await client.send(request())
-                    response = await read_late_response(client, busy + WAIT)
+                    response = await client.read_response(timeout=busy + WAIT)
                     assert response.body == b"ok"
                     assert trio.current_time() - sent == pytest.approx(busy)
 
