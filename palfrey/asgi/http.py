@@ -74,7 +74,8 @@ class HTTPStream(Protocol):
 
     async def wait_disconnected(self) -> None:
         """Return when the request can get nothing more from the client: it went away or
-        broke the protocol (only called after the whole body was read)."""
+        broke the protocol. Consumes no body the app has not read; while such body
+        is pending, only a disconnect already known can be reported."""
         ...
 
     async def send_head(
@@ -156,9 +157,13 @@ class HTTPCycle:
             lock.release()
 
     async def _receive(self) -> Message:
+        polling = trio.current_effective_deadline() == -math.inf
         if self.disconnected or self.response_complete:
-            await trio.lowlevel.checkpoint()
+            if not polling:
+                await trio.lowlevel.checkpoint()
             return {"type": "http.disconnect"}
+        if polling:
+            return await self._poll_disconnect()
         if not self._body_complete:
             chunk = await self.stream.receive_body()
             if chunk is None:
@@ -167,8 +172,6 @@ class HTTPCycle:
             body, more = chunk
             self._body_complete = not more
             return {"type": "http.request", "body": body, "more_body": more}
-        if trio.current_effective_deadline() == -math.inf:
-            return await self._poll_disconnect()
         with trio.CancelScope() as scope:
             self._wait_scope = scope
             await self.stream.wait_disconnected()
@@ -226,6 +229,8 @@ class HTTPCycle:
         await self._write(body, not more)
 
     async def _write(self, body: bytes, end: bool) -> None:
+        # A cancel that arrives before the stream has framed anything interrupts nothing.
+        await trio.lowlevel.checkpoint_if_cancelled()
         try:
             if self.head_sent:
                 await self.stream.send_body(body, end)

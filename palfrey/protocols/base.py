@@ -46,6 +46,12 @@ class ProtocolHandler(Protocol):
     def has_pending_input(self) -> bool: ...
 
     @property
+    def unread_body_size(self) -> int | None:
+        """Body bytes of the current request not yet received: 0 once it is complete,
+        None when the framing does not say (chunked)."""
+        ...
+
+    @property
     def pending_input_size(self) -> int:
         """Bytes received but not yet turned into events (a pipelined request, an
         unread body): the transport stops reading while this is over its bound."""

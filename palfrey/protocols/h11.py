@@ -28,7 +28,7 @@ class H1Protocol:
     make this object parse more than one request ahead of the responses.
     """
 
-    __slots__ = ("_body", "_conn", "_head_request", "_max_head_size")
+    __slots__ = ("_body", "_body_length", "_conn", "_head_request", "_max_head_size")
 
     def __init__(
         self,
@@ -40,6 +40,8 @@ class H1Protocol:
         self._max_head_size = max_incomplete_event_size
         self._head_request = False
         self._body = BodyCounter(limit_request_body)
+        #: The current request's Content-Length; None for a chunked body.
+        self._body_length: int | None = 0
 
     def receive_data(self, data: bytes) -> list[ProtocolEvent]:
         try:
@@ -103,6 +105,7 @@ class H1Protocol:
         )
         self._head_request = event.method == b"HEAD"
         self._body.received = 0
+        self._body_length = None if chunked else content_length or 0
         return RequestReceived(
             method=event.method,
             target=event.target,
@@ -175,3 +178,11 @@ class H1Protocol:
     @property
     def pending_input_size(self) -> int:
         return len(self._conn.trailing_data[0])
+
+    @property
+    def unread_body_size(self) -> int | None:
+        if self.request_complete:
+            return 0
+        if self._body_length is None:
+            return None
+        return self._body_length - self._body.received

@@ -565,3 +565,9 @@ class H1HttpToolsProtocol:
     @property
     def pending_input_size(self) -> int:
         return len(self._buf)
+
+    @property
+    def unread_body_size(self) -> int | None:
+        if self.request_complete:
+            return 0
+        return None if self._body_left < 0 else self._body_left

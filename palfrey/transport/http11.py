@@ -58,6 +58,7 @@ class H1Connection:
 
     __slots__ = (
         "_awaiting_continue",
+        "_closing",
         "_events",
         "_peer_gone",
         "_response_started",
@@ -113,6 +114,8 @@ class H1Connection:
         self.writable = True
         #: The current request's response head was handed to the socket.
         self._response_started = False
+        #: That head said ``connection: close``: no request follows this one.
+        self._closing = False
 
     async def run(self) -> None:
         """Serve requests until either side closes, a timeout fires or the server stops."""
@@ -205,14 +208,12 @@ class H1Connection:
             return False
         if outcome is not Outcome.COMPLETED or not self.writable:
             return False
-        self._events.clear()
         protocol = self.protocol
-        if not protocol.request_complete and (
-            self._awaiting_continue or not await self._drain_request_body()
-        ):
-            # An app that answered ``Expect: 100-continue`` without reading leaves the
-            # client unsure whether to send the body: close rather than drain
-            # (RFC 9110 §10.1.1).
+        if self._closing:
+            self.linger = not self._peer_gone and not protocol.request_complete
+            return False
+        self._events.clear()
+        if not protocol.request_complete and not await self._drain_request_body():
             self.linger = not self._peer_gone
             return False
         return protocol.keep_alive and not self.state.stopping
@@ -247,26 +248,26 @@ class H1Connection:
     # HTTPStream, used by HTTPCycle for the request being served.
 
     async def receive_body(self) -> tuple[bytes, bool] | None:
-        self._awaiting_continue = False
         events = self._events
         while True:
+            if self._peer_gone or self.pending_error is not None:
+                await trio.lowlevel.checkpoint()
+                return None
             if events:
                 # Parsed already: no I/O below, so this is the call's checkpoint, taken
-                # before the event leaves the list so that a cancel loses nothing. A
-                # caller whose scope is already cancelled polls for what is at hand
-                # (Starlette's ``is_disconnected()``), so it gets that instead; each such
-                # call consumes an event, so a polling loop still ends at a checkpoint.
-                if trio.current_effective_deadline() != -math.inf:
-                    await trio.lowlevel.checkpoint()
+                # before the event leaves the list so that a cancel loses nothing.
+                await trio.lowlevel.checkpoint()
+                self._awaiting_continue = False
                 while events:
                     event = events.pop(0)
                     if isinstance(event, BodyReceived):
                         return event.data, event.more
                     if isinstance(event, ConnectionClosed):
                         self._peer_gone = True
-            if self._peer_gone or self.pending_error is not None:
-                await trio.lowlevel.checkpoint()
-                return None
+                continue
+            # Before the handler commits to a ``100 Continue``, so a cancel costs nothing.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            self._awaiting_continue = False
             interim = self.protocol.send_continue()
             if interim:
                 try:
@@ -290,11 +291,15 @@ class H1Connection:
         # read need not yield.
         await trio.lowlevel.checkpoint()
         protocol = self.protocol
+        if any(type(event) is ConnectionClosed for event in self._events):
+            self._peer_gone = True
         while not self._peer_gone:
-            if protocol.pending_input_size >= READ_AHEAD_LIMIT:
-                # Enough is buffered: leave the rest in the socket, where TCP pushes back.
+            if not protocol.request_complete or protocol.pending_input_size >= READ_AHEAD_LIMIT:
+                # Body the app has not read stays where ``receive_body`` will find it,
+                # and enough is buffered past it: the rest waits in the socket, where
+                # TCP pushes back.
                 await trio.sleep_forever()
-            data = await self._receive()
+            data = await self._receive(READ_AHEAD_LIMIT - protocol.pending_input_size)
             try:
                 protocol.receive_data(data)
             except ProtocolError:
@@ -307,10 +312,15 @@ class H1Connection:
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
     ) -> None:
         protocol = self.protocol
-        if (
-            self.state.shutdown_requested.is_set()
-            or (self._awaiting_continue and not protocol.request_complete)
-        ) and _CLOSE not in headers:
+        unread = protocol.unread_body_size
+        # Decided before the head goes out, so that the head can say so: shutdown,
+        # or a body still on its way that will not be drained: too large, of unknown
+        # length, or one the client holds back for a ``100 Continue`` the app never
+        # asked for, which leaves the client unsure whether to send it (RFC 9110 §10.1.1).
+        self._closing = self.state.stopping or (
+            unread != 0 and (self._awaiting_continue or unread is None or unread > READ_AHEAD_LIMIT)
+        )
+        if self._closing and _CLOSE not in headers:
             # This connection will not be reused; say so (RFC 9112 §9.6).
             headers = [*headers, _CLOSE]
         data = protocol.send_response(status, headers)
@@ -321,12 +331,16 @@ class H1Connection:
         data = self.protocol.send_body(body, more=not end)
         if data:
             await self._send_all(data)
+        else:
+            # Nothing to write (a HEAD response, an empty chunk): the checkpoint
+            # every send() owes the app is taken here instead.
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     # Socket helpers.
 
-    async def _receive(self) -> bytes:
+    async def _receive(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
         try:
-            data = await self.stream.receive_some(RECEIVE_SIZE)
+            data = await self.stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if not data:
