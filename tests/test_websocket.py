@@ -404,3 +404,35 @@ async def test_accept_with_an_unsendable_head_is_500_not_101(
                 response = await client.get(srv.url, headers=_handshake_headers())
     assert response.status_code == 500
     assert b"x-evil" not in response.content
+
+
+@pytest.mark.parametrize("answer", ["deny", "forbid", "fail"])
+async def test_a_refused_handshake_says_connection_close_once(serve: Any, answer: str) -> None:
+    """The connection always closes after a refusal; HTTP/1.1's transport says so, once."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        if answer == "deny":
+            await send({"type": "websocket.http.response.start", "status": 401, "headers": []})
+            await send({"type": "websocket.http.response.body", "body": b"no"})
+        elif answer == "forbid":
+            await send({"type": "websocket.close"})
+        else:
+            raise RuntimeError("boom")
+
+    async with serve(app, lifespan="off") as srv:
+        with trio.fail_after(WAIT):
+            stream = await trio.open_tcp_stream(srv.host, srv.port)
+            lines = ["GET / HTTP/1.1\r\nhost: x\r\n"]
+            lines += [f"{k}: {v}\r\n" for k, v in _handshake_headers().items()]
+            await stream.send_all(("".join(lines) + "\r\n").encode())
+            response = b""
+            while data := await stream.receive_some(4096):
+                response += data
+            await stream.aclose()
+    head = response.partition(b"\r\n\r\n")[0].lower()
+    assert head.split(b"\r\n")[0].split()[1] in (b"401", b"403", b"500")
+    assert head.count(b"\r\nconnection: ") == 1
+    assert b"\r\nconnection: close" in head

@@ -1,106 +1,28 @@
 """Who reads a WebSocket: the app task inline, or the connection task while the app is away.
 
-:class:`WebSocketSession` runs here against a scripted transport, so each test
-can see which task asked for every message, how far reading ran ahead of the
-app, and what an interrupted read returned.
+:class:`MessageReader` (the HTTP/1.1 transport's read scheduling) runs here
+under a real :class:`WebSocketSession`, on a scripted source whose peer is the
+test, so each test can see which task asked for every event, how far reading
+ran ahead of the app, and which reads were interrupted.
 """
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 import trio
 import trio.testing
 from ws_client import WAIT
+from ws_scripted import ScriptedTransport, serve, session_for, text
 
 from palfrey.asgi.errors import ClientDisconnected
-from palfrey.asgi.headers import DefaultHeaders
-from palfrey.asgi.websocket import READ_AHEAD_DELAY, WebSocketSession
-from palfrey.protocols.events import (
-    WebSocketConnected,
-    WebSocketDataReceived,
-    WebSocketDisconnected,
-    WebSocketEvent,
-)
-
-SCOPE = {"type": "websocket", "raw_path": b"/", "query_string": b"", "client": None}
-
-
-class ScriptedTransport:
-    """A WebSocketTransport whose peer is the test: ``feed`` queues what the next reads return."""
-
-    def __init__(self, *events: WebSocketEvent) -> None:
-        self.events: deque[WebSocketEvent] = deque([WebSocketConnected(None), *events])
-        #: The task that read each event, in order.
-        self.readers: list[tuple[trio.lowlevel.Task, WebSocketEvent]] = []
-        self.reads_returning_none = 0
-        self.sent: list[bytes | str] = []
-        self.closes: list[int] = []
-        self._arrived = trio.lowlevel.ParkingLot()
-        self._interrupted = False
-        self._busy = False
-
-    def feed(self, *events: WebSocketEvent) -> None:
-        self.events.extend(events)
-        self._arrived.unpark_all()
-
-    def read_by(self, task: trio.lowlevel.Task) -> list[WebSocketEvent]:
-        return [event for reader, event in self.readers if reader is task]
-
-    async def accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def send_head(
-        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
-    ) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def send_body(self, body: bytes, end: bool) -> None:
-        await trio.lowlevel.checkpoint()
-
-    async def receive_event(self) -> WebSocketEvent | None:
-        assert not self._busy, "two tasks read at once"
-        self._busy = True
-        try:
-            while not self.events:
-                if self._interrupted:
-                    self.reads_returning_none += 1
-                    return None
-                await self._arrived.park()
-            event = self.events.popleft()
-            self.readers.append((trio.lowlevel.current_task(), event))
-            return event
-        finally:
-            self._busy = False
-            self._interrupted = False
-
-    def interrupt_receive(self) -> None:
-        self._interrupted = True
-        self._arrived.unpark_all()
-
-    async def send_message(self, data: bytes | str) -> None:
-        await trio.lowlevel.checkpoint()
-        self.sent.append(data)
-
-    async def close(self, code: int, reason: str) -> None:
-        await trio.lowlevel.checkpoint()
-        self.closes.append(code)
-
-
-def session_for(transport: ScriptedTransport, max_queue: int = 32) -> WebSocketSession:
-    return WebSocketSession(
-        scope=dict(SCOPE), transport=transport, defaults=DefaultHeaders(), max_queue=max_queue
-    )
-
-
-def text(value: str) -> WebSocketDataReceived:
-    return WebSocketDataReceived(value)
+from palfrey.protocols.events import WebSocketDisconnected
+from palfrey.transport.ws_reader import READ_AHEAD_DELAY, Inbound
 
 
 async def test_an_app_waiting_in_receive_reads_inline() -> None:
     transport = ScriptedTransport(*(text(f"m{i}") for i in range(50)))
-    transport.feed(WebSocketDisconnected(1000, ""))
+    transport.source.feed(WebSocketDisconnected(1000, ""))
     app_tasks: list[trio.lowlevel.Task] = []
 
     async def echo(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -112,10 +34,11 @@ async def test_an_app_waiting_in_receive_reads_inline() -> None:
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            await session_for(transport).serve(echo, nursery)
+            await serve(session_for(transport), echo, nursery)
     assert transport.sent == [f"m{i}" for i in range(50)]
     # Every message, and the disconnect, was read by the app task itself: no hand-off.
-    assert len(transport.read_by(app_tasks[0])) == len(transport.readers) == 52
+    source = transport.source
+    assert len(source.read_by(app_tasks[0])) == len(source.readers) == 51
 
 
 async def test_the_connection_task_reads_while_the_app_only_sends() -> None:
@@ -136,11 +59,11 @@ async def test_the_connection_task_reads_while_the_app_only_sends() -> None:
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
             await trio.testing.wait_all_tasks_blocked()
-            nursery.start_soon(session_for(transport).serve, pusher, nursery)
+            nursery.start_soon(serve, session_for(transport), pusher, nursery)
             await trio.sleep(READ_AHEAD_DELAY * 3)
-            transport.feed(WebSocketDisconnected(4000, "gone"))
-        # serve() returned on the disconnect although the app never called receive().
-    assert [event for _, event in transport.readers][-1] == WebSocketDisconnected(4000, "gone")
+            transport.source.feed(WebSocketDisconnected(4000, "gone"))
+        # The reads ended on the disconnect although the app never called receive().
+    assert [event for _, event in transport.source.readers] == [WebSocketDisconnected(4000, "gone")]
     assert outcome == [
         "sending stopped",
         {"type": "websocket.disconnect", "code": 4000, "reason": "gone"},
@@ -148,7 +71,7 @@ async def test_the_connection_task_reads_while_the_app_only_sends() -> None:
 
 
 async def test_read_ahead_stops_at_max_queue_and_resumes_inline() -> None:
-    transport = ScriptedTransport(*(text(str(i)) for i in range(20)))
+    transport = ScriptedTransport(*(text(str(i)) for i in range(20)), max_queue=4)
     got: list[str] = []
     app_tasks: list[trio.lowlevel.Task] = []
     release = trio.Event()
@@ -161,21 +84,20 @@ async def test_read_ahead_stops_at_max_queue_and_resumes_inline() -> None:
         while len(got) < 20:
             got.append((await receive())["text"])
 
-    session = session_for(transport, max_queue=4)
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.serve, slow, nursery)
+            nursery.start_soon(serve, session_for(transport), slow, nursery)
             await trio.sleep(READ_AHEAD_DELAY * 4)
             # The app is away: the connection task read ahead, and only up to the limit.
-            assert len(transport.readers) == 1 + 4
+            assert len(transport.source.readers) == 4
             release.set()
             while len(got) < 20:
                 await trio.sleep(0.01)
-            transport.feed(WebSocketDisconnected(1000, ""))
+            transport.source.feed(WebSocketDisconnected(1000, ""))
     assert got == [str(i) for i in range(20)]
-    assert session.queue_high_water == 4
+    assert transport.reader.queue_high_water == 4
     # Once the queue ran dry the app read the rest itself.
-    assert len(transport.read_by(app_tasks[0])) >= 10
+    assert len(transport.source.read_by(app_tasks[0])) >= 10
 
 
 async def test_shutdown_interrupts_an_inline_read() -> None:
@@ -192,20 +114,47 @@ async def test_shutdown_interrupts_an_inline_read() -> None:
     session = session_for(transport)
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session.serve, waiting, nursery)
+            nursery.start_soon(serve, session, waiting, nursery)
             await trio.testing.wait_all_tasks_blocked()
-            assert transport.read_by(app_tasks[0]) == [WebSocketConnected(None)]
+            assert transport.source._busy  # the app task is reading
             session.shutdown()
             await trio.testing.wait_all_tasks_blocked()
             # The app learnt at once, without the peer's answer; the close went out.
             assert seen == [{"type": "websocket.disconnect", "code": 1012, "reason": ""}]
-            assert transport.reads_returning_none == 1
+            assert transport.source.interrupted_reads == 1
             assert transport.closes == [1012]
             # The connection task reads on to finish the closing handshake.
-            transport.feed(text("late"), WebSocketDisconnected(1012, ""))
-    assert [event for task, event in transport.readers if task is not app_tasks[0]] == [
+            transport.source.feed(text("late"), WebSocketDisconnected(1012, ""))
+    assert [event for task, event in transport.source.readers if task is not app_tasks[0]] == [
         text("late"),
         WebSocketDisconnected(1012, ""),
+    ]
+
+
+async def test_shutdown_delivers_what_was_queued_first() -> None:
+    transport = ScriptedTransport(text("a"), text("b"))
+    seen: list[Any] = []
+    release = trio.Event()
+
+    async def late(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await release.wait()
+        seen.extend([await receive() for _ in range(3)])
+
+    session = session_for(transport)
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, session, late, nursery)
+            await trio.sleep(READ_AHEAD_DELAY * 3)
+            session.shutdown()
+            release.set()
+            await trio.testing.wait_all_tasks_blocked()
+            transport.source.feed(WebSocketDisconnected(1012, ""))
+    assert seen == [
+        {"type": "websocket.receive", "text": "a"},
+        {"type": "websocket.receive", "text": "b"},
+        {"type": "websocket.disconnect", "code": 1012, "reason": ""},
     ]
 
 
@@ -226,7 +175,7 @@ async def test_messages_read_ahead_come_before_the_disconnect() -> None:
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session_for(transport).serve, late, nursery)
+            nursery.start_soon(serve, session_for(transport), late, nursery)
             await trio.sleep(READ_AHEAD_DELAY * 3)
             release.set()
     assert seen == [
@@ -254,12 +203,12 @@ async def test_two_app_tasks_receiving_share_the_messages() -> None:
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session_for(transport).serve, two_readers, nursery)
+            nursery.start_soon(serve, session_for(transport), two_readers, nursery)
             for i in range(10):
                 await trio.testing.wait_all_tasks_blocked()
-                transport.feed(text(str(i)))
+                transport.source.feed(text(str(i)))
             await trio.testing.wait_all_tasks_blocked()
-            transport.feed(WebSocketDisconnected(1000, ""))
+            transport.source.feed(WebSocketDisconnected(1000, ""))
     assert seen == [str(i) for i in range(10)]
 
 
@@ -277,10 +226,10 @@ async def test_a_cancelled_receive_loses_nothing() -> None:
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session_for(transport).serve, impatient, nursery)
+            nursery.start_soon(serve, session_for(transport), impatient, nursery)
             while not seen:
                 await trio.sleep(0.01)
-            transport.feed(text("kept"), WebSocketDisconnected(1000, ""))
+            transport.source.feed(text("kept"), WebSocketDisconnected(1000, ""))
     assert seen == [True, {"type": "websocket.receive", "text": "kept"}]
 
 
@@ -298,15 +247,15 @@ async def test_receive_before_accept_waits_for_the_accept() -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(early_receive)
             await trio.testing.wait_all_tasks_blocked()
-            read_before_accept.extend(transport.readers)
+            read_before_accept.extend(transport.source.readers)
             await send({"type": "websocket.accept"})
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session_for(transport).serve, eager, nursery)
+            nursery.start_soon(serve, session_for(transport), eager, nursery)
             while not seen:
                 await trio.sleep(0.01)
-            transport.feed(WebSocketDisconnected(1000, ""))
+            transport.source.feed(WebSocketDisconnected(1000, ""))
     assert read_before_accept == []  # nothing is read before the handshake is answered
     assert seen == [{"type": "websocket.receive", "text": "first"}]
 
@@ -326,13 +275,38 @@ async def test_reading_passes_back_to_an_app_that_returns_to_receive() -> None:
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(session_for(transport).serve, returning, nursery)
+            nursery.start_soon(serve, session_for(transport), returning, nursery)
             await trio.sleep(READ_AHEAD_DELAY * 4)
-            transport.feed(text("handed over"))
+            transport.source.feed(text("handed over"))
             while not seen:
                 await trio.sleep(0.01)
             await trio.testing.wait_all_tasks_blocked()
-            transport.feed(text("read inline"), WebSocketDisconnected(1000, ""))
+            transport.source.feed(text("read inline"), WebSocketDisconnected(1000, ""))
     assert seen == ["handed over", "read inline"]
     (app_task,) = app_tasks
-    assert transport.read_by(app_task) == [text("read inline"), WebSocketDisconnected(1000, "")]
+    source = transport.source
+    assert source.read_by(app_task) == [text("read inline"), WebSocketDisconnected(1000, "")]
+
+
+async def test_an_app_that_returns_ends_the_wait_for_room() -> None:
+    """A full queue pauses the reads; once the app is gone nothing waits for room any more."""
+    transport = ScriptedTransport(*(text(str(i)) for i in range(6)), max_queue=2)
+    done = trio.Event()
+
+    async def leaves(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await done.wait()
+        raise ClientDisconnected("a send failed")  # as an app whose send broke would
+
+    with trio.fail_after(WAIT):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, session_for(transport), leaves, nursery)
+            await trio.sleep(READ_AHEAD_DELAY * 3)
+            assert len(transport.source.readers) == 2  # paused: the queue is full
+            done.set()
+            await trio.testing.wait_all_tasks_blocked()
+            # The rest is read and dropped, up to the peer's end.
+            assert len(transport.source.readers) == 6
+            transport.source.feed(WebSocketDisconnected(1006, ""))
+    assert transport.reader.inbound is Inbound.ENDED

@@ -3,35 +3,23 @@
 The session owns the ASGI rules — ``websocket.connect`` first, nothing
 received before the handshake is answered, 403 for a close before accept, 500
 for an app that fails or never answers, 1011 for one that fails afterwards,
-the HTTP denial response extension — and the bounded inbound queue. It knows
-nothing about frames or sockets: each transport provides a
-:class:`WebSocketTransport` (HTTP/1.1 upgrade today; RFC 8441 streams over
-HTTP/2 reuse this class unchanged).
+the HTTP denial response extension — and what the app is told about the end
+of the WebSocket. It knows nothing about frames, sockets or who reads them:
+each transport provides a :class:`WebSocketTransport` and brings its own
+back-pressure (over HTTP/1.1 the socket is read only as the app keeps up;
+over an HTTP/2 stream, RFC 8441, that is the flow-control window), so this
+class serves both unchanged.
 
-Reading takes one of two paths. When the app calls ``receive()`` with nothing
-queued and nobody reading, the app task asks the transport for the next
-message itself: no hand-off between tasks, so an echo costs one task switch
-per message instead of two. When no app task has finished such a read for
-:data:`READ_AHEAD_DELAY` (the app is busy, only sends, or polls ``receive()``
-under a timeout that expires first), the connection task reads for it instead,
-so pings are answered and a peer's close or lost connection is noticed; it
-hands reading back as soon as it has given a message to an app that was
-waiting for it. Only one task reads at a time.
-
-Back-pressure follows the wsproto advice (design seed 002): messages are read
-ahead only while fewer than ``max_queue`` wait for the app, and the app reads
-inline only when none wait, so a slow app stops the socket reads and TCP
-pushes back on the client. The disconnect is a state, not a queued message, so
-it never waits for room in the queue and always comes after the messages
-received before it (design seed 004).
+Every ``receive()`` and ``send()`` is a trio checkpoint, whatever the state:
+the transport's methods are, and where the session answers without calling
+one it takes a checkpoint itself. An app looping on either can be cancelled
+and never starves other tasks. Each message is a fresh dict.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
-import math
-from collections import deque
 from typing import Any, Protocol
 
 import attrs
@@ -46,35 +34,38 @@ from palfrey.protocols.events import (
     LocalProtocolError,
     WebSocketDataReceived,
     WebSocketDisconnected,
-    WebSocketEvent,
 )
 from palfrey.protocols.ws import ABNORMAL_CLOSURE, INTERNAL_ERROR, NORMAL_CLOSURE, SERVICE_RESTART
 
 logger = logging.getLogger("palfrey.error")
 
-_CONNECT: dict[str, Any] = {"type": "websocket.connect"}
 _FORBIDDEN_BODY = b"Forbidden"
-
-#: How long the app may stay away from ``receive()`` before the connection task reads for it.
-#: An app that echoes comes back within microseconds and keeps reading inline; one that
-#: only sends, or is busy, still has pings answered and a peer's close noticed this soon.
-READ_AHEAD_DELAY = 0.05
 
 
 class WebSocketTransport(Protocol):
     """What a transport provides for one WebSocket.
 
-    Before the handshake is answered the transport can send either the
-    accepting response or an HTTP response (``send_head``/``send_body``, as
-    in :class:`palfrey.asgi.http.HTTPStream`). Afterwards the session calls
-    ``receive_event`` from one task at a time (the app's or the connection's),
-    only while its queue has room; it returns :class:`WebSocketDisconnected`
-    exactly once, last, and owns keepalive and the closing handshake's timing.
-    ``interrupt_receive`` makes a ``receive_event`` in progress return None
-    soon, without losing data, so that an app reading inline learns of a
-    disconnect the server recorded meanwhile. Send methods raise
-    :class:`ClientDisconnected` once the WebSocket can no longer carry
-    messages.
+    Before the handshake is answered: ``accept`` (the switch, with the app's
+    headers), or an HTTP response through ``send_head``/``send_body`` as in
+    :class:`palfrey.asgi.http.HTTPStream`. Whatever the HTTP version needs
+    around that response (HTTP/1.1 closes the connection and says so) is the
+    transport's to add.
+
+    Once accepted, ``receive_message`` returns the next message the peer
+    sent, or a :class:`WebSocketDisconnected` once no more will come: the
+    peer closed, the connection was lost, or ``close``/``close_soon`` was
+    called (then the messages already received come first, and the end does
+    not wait for the peer's answer). It may be called from several tasks;
+    reading, read-ahead, back-pressure, keepalive and the closing handshake's
+    timing are the transport's business. ``send_message`` and ``close``
+    raise :class:`ClientDisconnected` once the WebSocket cannot carry
+    messages any more; ``close`` on a WebSocket already closing does nothing.
+    ``close_soon`` closes without waiting, from the transport's own task, for
+    a caller that cannot wait (the server shutting down). ``app_finished``
+    says the app returned: nobody will call ``receive_message`` again, so the
+    transport need not keep anything for it.
+
+    Every async method is a trio checkpoint, also when it does no I/O.
     """
 
     async def accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> None: ...
@@ -85,22 +76,39 @@ class WebSocketTransport(Protocol):
 
     async def send_body(self, body: bytes, end: bool) -> None: ...
 
-    async def receive_event(self) -> WebSocketEvent | None: ...
-
-    def interrupt_receive(self) -> None: ...
+    async def receive_message(self) -> WebSocketDataReceived | WebSocketDisconnected: ...
 
     async def send_message(self, data: bytes | str) -> None: ...
 
     async def close(self, code: int, reason: str) -> None: ...
 
+    def close_soon(self, code: int, reason: str) -> None: ...
+
+    def app_finished(self) -> None: ...
+
 
 class Phase(enum.Enum):
     """Where the session is in the ASGI websocket message order."""
 
-    CONNECTING = "connecting"  # waiting for the app to answer websocket.connect
-    RESPONDING = "responding"  # sending an HTTP denial response
-    CONNECTED = "connected"  # accepted; messages flow until a disconnect is recorded
-    DONE = "done"  # the handshake was refused or the denial response is complete
+    #: Waiting for the app to answer ``websocket.connect``.
+    CONNECTING = "connecting"
+    #: Sending an HTTP denial response.
+    RESPONDING = "responding"
+    #: Accepted: messages flow both ways.
+    OPEN = "open"
+    #: Ending without the app having asked (the server is stopping, a send
+    #: failed): ``send()`` raises, ``receive()`` still returns the messages
+    #: already received, then the transport's end.
+    CLOSING = "closing"
+    #: Over for the app: ``receive()`` returns the recorded disconnect.
+    CLOSED = "closed"
+
+
+# The phases read on every message, as module globals: looking a member up on its
+# Enum class costs several times as much.
+_OPEN = Phase.OPEN
+_CLOSING = Phase.CLOSING
+_CLOSED = Phase.CLOSED
 
 
 @attrs.define(slots=True, eq=False)
@@ -110,66 +118,28 @@ class WebSocketSession:
     scope: dict[str, Any]
     transport: WebSocketTransport
     defaults: DefaultHeaders
-    max_queue: int = 32
     phase: Phase = Phase.CONNECTING
     #: Status of the handshake answer (101 accepted, otherwise an HTTP response), for logs.
     status: int = 0
-    #: Most messages that waited for the app at once (back-pressure is observable in tests).
-    queue_high_water: int = 0
-    _queue: deque[Message] = attrs.Factory(deque)
-    #: (code, reason) once the WebSocket is over for the app; receive() reports it after the queue.
-    _disconnect: tuple[int, str] | None = None
+    #: (code, reason) reported to the app once the phase is ``CLOSED``.
+    _disconnect: tuple[int, str] = (ABNORMAL_CLOSURE, "")
     _connect_delivered: bool = False
     _head_sent: bool = False
     _status_pending: int = 0
     _headers_pending: list[tuple[bytes, bytes]] = attrs.Factory(list)
+    #: Set once the handshake is answered: ``receive()`` waits for it.
     _answered: trio.Event = attrs.Factory(trio.Event)
-    #: App tasks waiting for the connection task to deliver a message.
-    _app_waiting: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
-    _reader_waiting: trio.lowlevel.ParkingLot = attrs.Factory(trio.lowlevel.ParkingLot)
-    #: The connection task's pause; the app arms its deadline when it leaves ``receive()``.
-    _pause_scope: trio.CancelScope | None = None
-    #: The transport accepted the WebSocket: the app may read messages itself.
-    _accepted: bool = False
-    #: Some task is inside ``transport.receive_event()``.
-    _reading: bool = False
-    #: That task is an app task reading inline (``interrupt_receive`` reaches it).
-    _app_reading: bool = False
-    #: When an app task last finished reading the socket itself.
-    _app_read_at: float = 0.0
-    #: The transport reported the disconnect; nothing more will be read.
-    _ended: bool = False
-    _nursery: trio.Nursery | None = None
+    #: The server began stopping before the app answered: close right after an accept.
     _shutdown_pending: bool = False
-
-    async def serve(self, app: ASGIApp, app_nursery: trio.Nursery) -> None:
-        """Start the app in ``app_nursery`` and read messages until the WebSocket is over.
-
-        Returns once the handshake was refused or the connection closed; the
-        app task may still be running (the caller's nursery waits for it), so
-        the transport can release the socket without waiting for the app.
-        """
-        app_nursery.start_soon(self.run_app, app)
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            await self._answered.wait()
-            if self.phase is Phase.CONNECTED:
-                if self._shutdown_pending:
-                    self.shutdown()
-                await self._read_messages()
-            # A close still waiting for the send lock is moot once the peer is gone.
-            nursery.cancel_scope.cancel()
-            self._nursery = None
 
     def shutdown(self) -> None:
         """The server is stopping: close with 1012 and tell the app so right away."""
-        if self.phase is Phase.CONNECTING or self._nursery is None:
+        phase = self.phase
+        if phase is _OPEN:
+            self.phase = _CLOSING
+            self.transport.close_soon(SERVICE_RESTART, "")
+        elif phase is Phase.CONNECTING or phase is Phase.RESPONDING:
             self._shutdown_pending = True
-            return
-        if self.phase is not Phase.CONNECTED or self._disconnect is not None:
-            return
-        self._set_disconnect(SERVICE_RESTART, "")
-        self._nursery.start_soon(self._close_quietly, SERVICE_RESTART)
 
     async def run_app(self, app: ASGIApp) -> None:
         """Call the app and enforce the ASGI rules on what it did; contain its errors."""
@@ -187,82 +157,55 @@ class WebSocketSession:
             elif self.phase is Phase.RESPONDING:
                 logger.error("ASGI callable returned without completing the denial response")
                 await self._fail()
-            elif self._disconnect is None:
-                self._set_disconnect(NORMAL_CLOSURE, "")
-                await self._close_quietly(NORMAL_CLOSURE)
+            elif self.phase is _OPEN:
+                self._closed(NORMAL_CLOSURE, "")
+                await self._close_quietly(NORMAL_CLOSURE, "")
         finally:
-            if self.phase is not Phase.CONNECTED:
-                self.phase = Phase.DONE
-            self._answered.set()
+            if self.phase is Phase.CONNECTING or self.phase is Phase.RESPONDING:
+                self._finish_handshake()  # cancelled before it could answer
+            self.transport.app_finished()
 
     async def receive(self) -> Message:
         if not self._connect_delivered:
+            await trio.lowlevel.checkpoint()
             self._connect_delivered = True
-            return dict(_CONNECT)
+            return {"type": "websocket.connect"}
         while True:
-            if self._queue:
-                message = self._queue.popleft()
-                self._reader_waiting.unpark_all()
-                return message
-            if self._disconnect is not None:
-                code, reason = self._disconnect
-                return {"type": "websocket.disconnect", "code": code, "reason": reason}
-            if self._reading or not self._accepted:
-                await self._app_waiting.park()
-                continue
-            message = await self._read_inline()
-            if message is not None:
-                return message
-
-    async def _read_inline(self) -> Message | None:
-        """Read the next message in the app's task; None if there is none to return yet."""
-        self._reading = self._app_reading = True
-        try:
-            event = await self.transport.receive_event()
-            # Only a read that finished counts: an app whose receive() is cancelled
-            # before it reads (a poll under ``move_on_after(0)``) is not reading.
-            self._app_read_at = trio.current_time()
-        finally:
-            self._reading = self._app_reading = False
-            if self._app_waiting:
-                self._app_waiting.unpark_all()
-            scope = self._pause_scope
-            if self._disconnect is not None:
-                self._reader_waiting.unpark_all()
-            elif scope is not None and scope.deadline == math.inf:
-                # Nobody reads now: the connection task takes over unless the app comes back.
-                scope.deadline = self._app_read_at + READ_AHEAD_DELAY
-        return self._take(event)
-
-    def _take(self, event: WebSocketEvent | None) -> Message | None:
-        """The app's message for what the transport read; a disconnect is recorded instead.
-
-        Messages that arrive once a disconnect is recorded are dropped: the app
-        has been, or is about to be, told the WebSocket is over.
-        """
-        if type(event) is WebSocketDataReceived:
-            if self._disconnect is None:
-                data = event.data
-                if type(data) is str:
-                    return {"type": "websocket.receive", "text": data}
-                return {"type": "websocket.receive", "bytes": data}
-        elif type(event) is WebSocketDisconnected:
-            self._ended = True
-            self._set_disconnect(event.code, event.reason)
-        return None
+            phase = self.phase
+            if phase is _OPEN or phase is _CLOSING:
+                event = await self.transport.receive_message()
+                if type(event) is WebSocketDataReceived:
+                    if self.phase is _CLOSED:
+                        break  # the app closed meanwhile, from another task
+                    data = event.data
+                    if type(data) is str:
+                        return {"type": "websocket.receive", "text": data}
+                    return {"type": "websocket.receive", "bytes": data}
+                assert isinstance(event, WebSocketDisconnected)
+                self._closed(event.code, event.reason)
+                break
+            if phase is _CLOSED:
+                await trio.lowlevel.checkpoint()
+                break
+            # Nothing is received before the handshake is answered.
+            await self._answered.wait()
+        code, reason = self._disconnect
+        return {"type": "websocket.disconnect", "code": code, "reason": reason}
 
     async def send(self, message: Message) -> None:
         message_type = message.get("type")
         phase = self.phase
-        if phase is Phase.CONNECTED:
-            if self._disconnect is not None:
-                raise ClientDisconnected("the WebSocket is closed")
+        if phase is _OPEN:
             if message_type == "websocket.send":
-                await self.transport.send_message(_payload(message))
+                try:
+                    await self.transport.send_message(_payload(message))
+                except ClientDisconnected:
+                    if self.phase is _OPEN:
+                        self.phase = _CLOSING
+                    raise
             elif message_type == "websocket.close":
                 code, reason = _close_args(message)
-                self._queue.clear()
-                self._set_disconnect(code, reason)
+                self._closed(code, reason)
                 await self._close_quietly(code, reason)
             else:
                 raise RuntimeError(
@@ -276,6 +219,7 @@ class WebSocketSession:
                 _close_args(message)
                 await self._respond(403, [], _FORBIDDEN_BODY)
             elif message_type == "websocket.http.response.start":
+                await trio.lowlevel.checkpoint()  # nothing is written until the body
                 status = message.get("status")
                 if type(status) is not int or not 200 <= status <= 999:
                     raise TypeError(f"'status' must be an int from 200 to 999, got {status!r}")
@@ -294,6 +238,7 @@ class WebSocketSession:
                 )
             await self._response_body(message)
         else:
+            await trio.lowlevel.checkpoint()
             raise ClientDisconnected("the WebSocket is closed")
 
     async def _accept(self, message: Message) -> None:
@@ -306,15 +251,21 @@ class WebSocketSession:
         ):
             raise TypeError(f"'subprotocol' must be a token str or None, got {subprotocol!r}")
         headers = self.defaults.merge(validate_headers(message.get("headers", ())))
-        self.phase = Phase.CONNECTED
         self.status = 101
         self._log_access()
         try:
             await self.transport.accept(subprotocol, headers)
-            self._accepted = True
-            self._app_waiting.unpark_all()
-        finally:
+        except ClientDisconnected:
+            # Accepted, but the client is gone: receive() reports the transport's end.
+            self.phase = _CLOSING
             self._answered.set()
+            raise
+        # Anything else (a head the transport refused, a cancellation) leaves the
+        # handshake unanswered: the app may still fail into a 500.
+        self.phase = _OPEN
+        self._answered.set()
+        if self._shutdown_pending:
+            self.shutdown()
 
     async def _respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
         """A complete server-made response (403 for a refusal, 500 for a failure)."""
@@ -339,8 +290,6 @@ class WebSocketSession:
                 self.status = self._status_pending
                 self._log_access()
                 headers = self.defaults.merge(self._headers_pending)
-                if not any(name == b"connection" for name, _ in headers):
-                    headers.append((b"connection", b"close"))
                 await self.transport.send_head(self.status, headers, body, not more)
         except LocalProtocolError as exc:
             self._finish_handshake()
@@ -353,87 +302,31 @@ class WebSocketSession:
 
     def _finish_handshake(self) -> None:
         """The handshake was answered with an HTTP response: the WebSocket never opens."""
-        self.phase = Phase.DONE
-        self._set_disconnect(ABNORMAL_CLOSURE, "")
+        self._closed(ABNORMAL_CLOSURE, "")
         self._answered.set()
 
     async def _fail(self) -> None:
         """The app failed: 500 if the handshake is unanswered, else close 1011 or cut it off."""
-        if self.phase is Phase.CONNECTED:
-            if self._disconnect is None:
-                self._set_disconnect(INTERNAL_ERROR, "")
-                await self._close_quietly(INTERNAL_ERROR)
-        elif not self._head_sent:
+        phase = self.phase
+        if phase is _OPEN:
+            self._closed(INTERNAL_ERROR, "")
+            await self._close_quietly(INTERNAL_ERROR, "")
+        elif phase is Phase.CONNECTING or (phase is Phase.RESPONDING and not self._head_sent):
             await self._respond(500, [], INTERNAL_ERROR_BODY)
-        else:
+        elif phase is Phase.RESPONDING:
             self._finish_handshake()
 
-    async def _close_quietly(self, code: int, reason: str = "") -> None:
+    async def _close_quietly(self, code: int, reason: str) -> None:
         try:
             await self.transport.close(code, reason)
         except ClientDisconnected:
             logger.debug("WebSocket client gone before close %d could be sent", code)
 
-    def _set_disconnect(self, code: int, reason: str) -> None:
-        if self._disconnect is None:
+    def _closed(self, code: int, reason: str) -> None:
+        """The WebSocket is over for the app; the first ending recorded is the one reported."""
+        if self.phase is not _CLOSED:
+            self.phase = _CLOSED
             self._disconnect = (code, reason)
-        if self._app_reading:
-            self.transport.interrupt_receive()
-        self._app_waiting.unpark_all()
-        self._reader_waiting.unpark_all()
-
-    async def _read_messages(self) -> None:
-        """The connection task: read for the app while it is away, until the transport ends.
-
-        Once a disconnect is recorded (the app or the server closed) this
-        task reads whatever the app does, no longer waits for room and drops
-        new messages, so the closing handshake completes.
-        """
-        transport = self.transport
-        queue = self._queue
-        self._app_read_at = trio.current_time()
-        while not self._ended:
-            if self._reading or (
-                self._disconnect is None
-                and (
-                    len(queue) >= self.max_queue
-                    or trio.current_time() < self._app_read_at + READ_AHEAD_DELAY
-                )
-            ):
-                await self._pause()
-                continue
-            self._reading = True
-            try:
-                event = await transport.receive_event()
-            finally:
-                self._reading = False
-                if self._app_waiting:
-                    # An app waiting in receive() takes the message, then reads inline
-                    # again: give reading back to it.
-                    self._app_waiting.unpark_all()
-                    self._app_read_at = trio.current_time()
-            message = self._take(event)
-            if message is not None:
-                queue.append(message)
-                self.queue_high_water = max(self.queue_high_water, len(queue))
-
-    async def _pause(self) -> None:
-        """Wait until reading may be this task's turn.
-
-        Without a deadline while someone reads or the queue is full: the end
-        of an inline read, room in the queue and the disconnect wake this
-        task. Otherwise it wakes once the app has not finished a read of its
-        own for :data:`READ_AHEAD_DELAY`.
-        """
-        deadline = math.inf
-        if not self._reading and len(self._queue) < self.max_queue:
-            deadline = self._app_read_at + READ_AHEAD_DELAY
-        with trio.CancelScope(deadline=deadline) as scope:
-            self._pause_scope = scope
-            try:
-                await self._reader_waiting.park()
-            finally:
-                self._pause_scope = None
 
     def _log_access(self) -> None:
         if access_log.enabled():

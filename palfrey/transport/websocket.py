@@ -1,41 +1,49 @@
 """WebSocket over an HTTP/1.1 connection: the trio glue between a socket and WSProtocol.
 
 :func:`websocket_upgrade` is the ``upgrade_handler`` of :class:`H1Connection`.
-It validates the handshake, then hands a :class:`WebSocketSession` an
-:class:`H1WebSocket`. The app runs in the connection's nursery; the socket is
-read only when the session asks for the next message, in the app's task when
-the app waits in ``receive()`` and in the connection task while the app is
-away, so a full queue stops the reads.
+It validates the handshake, starts the app through a :class:`WebSocketSession`
+on an :class:`H1WebSocket`, and keeps the connection task reading for the app
+(:class:`~palfrey.transport.ws_reader.MessageReader` decides who reads when)
+until the WebSocket is over; then it releases the socket, even if the app
+still runs.
 
 Timers are deadlines on the read's cancel scope, not tasks: the next ping,
 the pong deadline and the end of the closing handshake. They only run while
 some task is reading, so an app that is slow to take its messages (nobody
 reading, pongs unread in the socket) is not mistaken for a dead peer.
+
 All writes go through one lock, and each writes exactly the bytes
 :class:`WSProtocol` produced up to then, so nothing is buffered beyond what
-one ``send_all`` holds.
+one ``send_all`` holds. A write that raised may have sent part of a frame,
+and whatever followed it would be read as the rest of that frame, so after a
+write fails or is cancelled part-way nothing more is written and the
+WebSocket ends (1006 for the app). Each writer checks for cancellation before
+it makes its frame, so a cancelled ``send()`` that wrote nothing leaves the
+WebSocket usable.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from palfrey.asgi.errors import ClientDisconnected
 from palfrey.asgi.websocket import WebSocketSession, websocket_scope
-from palfrey.protocols.events import WebSocketEvent
+from palfrey.protocols.events import WebSocketDisconnected, WebSocketEvent
 from palfrey.protocols.ws import (
+    ABNORMAL_CLOSURE,
     INTERNAL_ERROR,
+    NORMAL_CLOSURE,
     HandshakeError,
     WSProtocol,
     check_h1_handshake,
     is_websocket_upgrade,
 )
 from palfrey.transport.http11 import RECEIVE_SIZE
+from palfrey.transport.ws_reader import MessageReader
 
 if TYPE_CHECKING:
     from palfrey.protocols.events import RequestReceived
@@ -49,6 +57,8 @@ CLOSE_HANDSHAKE_TIMEOUT = 5.0
 LINGER_IDLE = 0.5
 #: How long releasing the socket may take.
 ABORT_TIMEOUT = 1.0
+_CLOSE = (b"connection", b"close")
+_LOST = WebSocketDisconnected(ABNORMAL_CLOSURE, "")
 
 
 async def websocket_upgrade(
@@ -74,12 +84,12 @@ async def websocket_upgrade(
         protocol,
         ping_interval=config.ws_ping_interval or None,
         ping_timeout=config.ws_ping_timeout or None,
+        max_queue=config.ws_max_queue,
     )
     session = WebSocketSession(
         scope=websocket_scope(scope, protocol.subprotocols),
         transport=websocket,
         defaults=state.defaults,
-        max_queue=config.ws_max_queue,
     )
     control = connection.control
     control.on_shutdown = session.shutdown
@@ -88,7 +98,8 @@ async def websocket_upgrade(
     try:
         # H1Connection opens this nursery around every upgrade handler.
         assert connection.nursery is not None
-        await session.serve(state.app, connection.nursery)
+        connection.nursery.start_soon(session.run_app, state.app)
+        await websocket.run()
     finally:
         control.on_shutdown = None
         await websocket.release()
@@ -101,16 +112,21 @@ async def _refuse(connection: H1Connection, exc: HandshakeError) -> None:
 
 
 class H1WebSocket:
-    """The :class:`~palfrey.asgi.websocket.WebSocketTransport` of an upgraded HTTP/1.1 socket."""
+    """The :class:`~palfrey.asgi.websocket.WebSocketTransport` of an upgraded HTTP/1.1 socket.
+
+    It is also the reader's :class:`~palfrey.transport.ws_reader.EventSource`:
+    ``read`` is one socket read under the timers' deadline.
+    """
 
     __slots__ = (
+        "_accepted",
+        "_answered",
         "_close_deadline",
         "_connection",
-        "_events",
-        "_interrupted",
         "_left_at",
         "_lost",
         "_next_ping",
+        "_nursery",
         "_ping_interval",
         "_ping_timeout",
         "_pong_deadline",
@@ -118,6 +134,8 @@ class H1WebSocket:
         "_stream",
         "_writing",
         "protocol",
+        "reader",
+        "receive_message",
     )
 
     def __init__(
@@ -127,91 +145,139 @@ class H1WebSocket:
         *,
         ping_interval: float | None,
         ping_timeout: float | None,
+        max_queue: int = 32,
     ) -> None:
         self._connection = connection
         self._stream = connection.stream
         self.protocol = protocol
+        self.reader = MessageReader(self, max_queue)
+        #: The session awaits the reader's method itself, without a wrapper around it.
+        self.receive_message = self.reader.receive_message
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._writing = _WriteTurn()
-        self._events: deque[WebSocketEvent] = deque()
+        #: The handshake is answered (accepted, refused, or the app gave up on it).
+        self._answered = trio.Event()
+        self._accepted = False
         self._next_ping = math.inf
         self._pong_deadline = math.inf
         self._close_deadline = math.inf
         self._read_scope: trio.CancelScope | None = None
         self._left_at: float | None = None
-        self._interrupted = False
+        #: A write failed or was cancelled part-way, or the peer stopped answering:
+        #: the socket carries nothing more.
         self._lost = False
+        self._nursery: trio.Nursery | None = None
 
     # The handshake answers, framed by the HTTP/1.1 handler.
 
     async def accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> None:
         protocol = self.protocol
-        head, trailing = self._connection.protocol.upgrade(protocol.accept(subprotocol, headers))
-        self._events.extend(protocol.receive_data(trailing) if trailing else protocol.next_events())
-        if self._ping_interval is not None:
-            self._next_ping = trio.current_time() + self._ping_interval
         async with self._writing:
-            await self._write(head + protocol.data_to_send())
+            await trio.lowlevel.checkpoint_if_cancelled()
+            # A head the HTTP/1.1 handler refuses raises here, before anything is
+            # answered: the session then answers 500 instead.
+            head, trailing = self._connection.protocol.upgrade(
+                protocol.accept(subprotocol, headers)
+            )
+            self._accepted = True
+            self.reader.received(
+                protocol.receive_data(trailing) if trailing else protocol.next_events()
+            )
+            if self._ping_interval is not None:
+                self._next_ping = trio.current_time() + self._ping_interval
+            try:
+                await self._write(head + protocol.data_to_send())
+            finally:
+                self._answered.set()
 
     async def send_head(
         self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
     ) -> None:
+        if not any(name == b"connection" for name, _ in headers):
+            # No HTTP/1.1 follows a refused handshake on this connection: say so (RFC 9112 §9.6).
+            headers = [*headers, _CLOSE]
         h1 = self._connection.protocol
-        data = h1.send_response(status, headers) + h1.send_body(body, more=not end)
         async with self._writing:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = h1.send_response(status, headers) + h1.send_body(body, more=not end)
             await self._write(data)
+        if end:
+            self._answered.set()
 
     async def send_body(self, body: bytes, end: bool) -> None:
-        data = self._connection.protocol.send_body(body, more=not end)
-        if data:
-            async with self._writing:
+        async with self._writing:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            data = self._connection.protocol.send_body(body, more=not end)
+            if data:
                 await self._write(data)
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+        if end:
+            self._answered.set()
 
     # Messages and the closing handshake.
 
     async def send_message(self, data: bytes | str) -> None:
         async with self._writing:
+            await trio.lowlevel.checkpoint_if_cancelled()
             protocol = self.protocol
             if not protocol.open:
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 raise ClientDisconnected("the WebSocket is closed")
             protocol.send_message(data)
             await self._write(protocol.data_to_send())
 
     async def close(self, code: int, reason: str) -> None:
+        self.reader.stop(WebSocketDisconnected(code, reason))
         async with self._writing:
-            if not self.protocol.open:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            protocol = self.protocol
+            if not protocol.open:
+                await trio.lowlevel.cancel_shielded_checkpoint()
                 return
-            self.protocol.close(code, reason)
+            protocol.close(code, reason)
             self._close_deadline = trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT
             if self._read_scope is not None:
                 self._read_scope.deadline = min(self._read_scope.deadline, self._close_deadline)
-            await self._write(self.protocol.data_to_send())
+            await self._write(protocol.data_to_send())
 
-    async def receive_event(self) -> WebSocketEvent | None:
-        protocol = self.protocol
-        if self._left_at is not None:
-            # The time nobody was reading (the app busy, its queue full) does not count
-            # against the peer.
-            self._pong_deadline += trio.current_time() - self._left_at
+    def close_soon(self, code: int, reason: str) -> None:
+        self.reader.stop(WebSocketDisconnected(code, reason))
+        if self._nursery is not None:
+            self._nursery.start_soon(self._close_quietly, code, reason)
+
+    def app_finished(self) -> None:
+        self._answered.set()
+        self.reader.finish()
+        if self._accepted and self.protocol.open and not self._lost:
+            # The app's close was cancelled before it was written: nobody else will
+            # close, and a peer that answers pings would keep the connection forever.
+            self.close_soon(NORMAL_CLOSURE, "")
+
+    async def _close_quietly(self, code: int, reason: str) -> None:
         try:
-            while not self._events:
-                if self._interrupted:
-                    return None
-                if protocol.disconnected:
-                    raise RuntimeError("receive_event() called after the disconnect was reported")
-                await self._read()
-            return self._events.popleft()
-        finally:
-            self._interrupted = False
-            # Pings are sent only while reading, so only an unanswered one needs the time.
-            self._left_at = trio.current_time() if protocol.awaiting_pong else None
+            await self.close(code, reason)
+        except ClientDisconnected:
+            logger.debug("WebSocket client gone before close %d could be sent", code)
 
-    def interrupt_receive(self) -> None:
-        """Make the ``receive_event`` in progress return None; unread bytes stay in the socket."""
-        self._interrupted = True
-        if self._read_scope is not None:
-            self._read_scope.cancel()
+    # The connection task.
+
+    async def run(self) -> None:
+        """Wait for the app to answer the handshake; if it accepted, read until the end.
+
+        The nursery holds a close the server asked for (shutdown), written
+        beside the reads; it is moot, and cancelled, once the peer is gone.
+        """
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            try:
+                await self._answered.wait()
+                if self._accepted:
+                    await self.reader.run()
+            finally:
+                self._nursery = None
+            nursery.cancel_scope.cancel()
 
     async def release(self) -> None:
         """Close the socket now that the WebSocket is over, even if the app task still runs.
@@ -225,30 +291,42 @@ class H1WebSocket:
             if self.protocol.failed and not self._lost:
                 await self._linger()
         finally:
+            self._lost = True
             with trio.CancelScope(shield=True, deadline=trio.current_time() + ABORT_TIMEOUT):
                 await trio.aclose_forcefully(self._stream)
 
-    # The reader.
+    # The reader's EventSource.
 
-    async def _read(self) -> None:
+    async def read(self) -> list[WebSocketEvent]:
         protocol = self.protocol
         if self._lost:
-            self._events.extend(protocol.receive_data(b""))
-            return
-        with trio.CancelScope(deadline=self._deadline()) as scope:
-            self._read_scope = scope
-            try:
-                data = await self._stream.receive_some(RECEIVE_SIZE)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                data = b""
-            finally:
-                self._read_scope = None
-        if scope.cancelled_caught:
-            await self._on_timer()
-            return
-        self._events.extend(protocol.receive_data(data))
-        if protocol.wants_write and not protocol.failed:
-            await self._flush()
+            return protocol.receive_data(b"")
+        if self._left_at is not None:
+            # The time nobody was reading (the app busy, its queue full) does not count
+            # against the peer.
+            self._pong_deadline += trio.current_time() - self._left_at
+        try:
+            with trio.CancelScope(deadline=self._deadline()) as scope:
+                self._read_scope = scope
+                try:
+                    data = await self._stream.receive_some(RECEIVE_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    data = b""
+                finally:
+                    self._read_scope = None
+            if scope.cancelled_caught:
+                return await self._on_timer()
+            events = protocol.receive_data(data)
+            if protocol.wants_write and not protocol.failed:
+                await self._flush()
+            return events
+        finally:
+            # Pings are sent only while reading, so only an unanswered one needs the time.
+            self._left_at = trio.current_time() if protocol.awaiting_pong else None
+
+    def interrupt(self) -> None:
+        if self._read_scope is not None:
+            self._read_scope.cancel()
 
     def _deadline(self) -> float:
         protocol = self.protocol
@@ -259,20 +337,21 @@ class H1WebSocket:
             deadline = min(deadline, self._next_ping)
         return deadline
 
-    async def _on_timer(self) -> None:
-        """A read deadline passed, or a failed write cancelled the read."""
+    async def _on_timer(self) -> list[WebSocketEvent]:
+        """The read's scope was cancelled: a timer fell due, a write failed, or an interrupt."""
         protocol = self.protocol
         now = trio.current_time()
         if self._lost or now >= self._close_deadline:
-            # The peer never answered our close frame: give up on it (1006).
+            # The peer never answered our close frame, or the socket broke: give up (1006).
             self._lost = True
-            self._events.extend(protocol.receive_data(b""))
-        elif protocol.awaiting_pong and now >= self._pong_deadline:
+            return protocol.receive_data(b"")
+        if protocol.awaiting_pong and now >= self._pong_deadline:
             logger.debug("WebSocket keepalive ping timed out; closing with 1011")
-            self._events.extend(protocol.fail(INTERNAL_ERROR, "keepalive ping timeout"))
+            events = protocol.fail(INTERNAL_ERROR, "keepalive ping timeout")
             await self._flush()
             self._lost = True
-        elif now >= self._next_ping:
+            return events
+        if now >= self._next_ping:
             assert self._ping_interval is not None
             self._next_ping = now + self._ping_interval
             if protocol.open:
@@ -280,6 +359,7 @@ class H1WebSocket:
                 if self._ping_timeout is not None:
                     self._pong_deadline = now + self._ping_timeout
                 await self._flush()
+        return []
 
     async def _linger(self) -> None:
         """After a protocol failure: send the close frame, end our side, drop the rest.
@@ -296,7 +376,6 @@ class H1WebSocket:
                     if isinstance(self._stream, trio.abc.HalfCloseableStream):
                         await self._stream.send_eof()
                 except (ClientDisconnected, trio.BrokenResourceError, trio.ClosedResourceError):
-                    self._lost = True
                     return
             while True:
                 with trio.move_on_after(LINGER_IDLE) as idle:
@@ -304,7 +383,6 @@ class H1WebSocket:
                         break
                 if idle.cancelled_caught:
                     break
-        self._lost = True
 
     async def _flush(self) -> None:
         """Write what the protocol produced on its own (pongs, pings, the close echo).
@@ -327,7 +405,7 @@ class H1WebSocket:
                     except ClientDisconnected:
                         return
         if scope.cancelled_caught:
-            self._lost = True
+            self._lose()
 
     async def _receive(self) -> bytes:
         try:
@@ -336,21 +414,44 @@ class H1WebSocket:
             return b""
 
     async def _write(self, data: bytes) -> None:
+        """Hand ``data`` to the socket whole, or give the socket up; call with the lock held."""
+        if self._lost:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            raise ClientDisconnected("the WebSocket connection was given up")
         try:
             await self._stream.send_all(data)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
-            self._lost = True
-            if self._read_scope is not None:
-                self._read_scope.cancel()
+            self._lose()
             raise ClientDisconnected("the client has disconnected") from None
+        except BaseException:
+            # Cancelled (or worse) part-way: how much of the frame left is unknown.
+            self._lose()
+            raise
+
+    def _lose(self) -> None:
+        """Nothing more may be written: end the WebSocket for the app and the reader now.
+
+        The reader may be paused behind a full queue, or the app blocked on
+        this very write: both must learn at once, or the connection (and its
+        concurrency slot) would wait for a peer that is gone.
+        """
+        if self._lost:
+            return
+        self._lost = True
+        self._answered.set()
+        if self._read_scope is not None:
+            self._read_scope.cancel()
+        if not self.protocol.disconnected:
+            # Otherwise the events on their way to the reader already end it, with their code.
+            self.reader.stop(_LOST)
 
 
 class _WriteTurn:
     """Writers to the stream take turns, through a :class:`trio.Lock` taken without a yield.
 
-    ``async with lock`` yields to the scheduler even when the lock is free,
-    which cost a tenth of an echoed message; ``acquire_nowait`` does not, and
-    the ``send_all`` that follows is the checkpoint.
+    ``async with lock`` yields to the scheduler even when the lock is free, a
+    second scheduler pass per echoed message; ``acquire_nowait`` does not, and
+    the writer's own cancellation check and ``send_all`` are the checkpoint.
     """
 
     __slots__ = ("_lock",)
