@@ -50,7 +50,7 @@ RECEIVE_SIZE = 64 * 1024
 READ_AHEAD_LIMIT = 64 * 1024
 
 #: Hands an accepted upgrade (e.g. WebSocket) the connection; returns when it is over.
-UpgradeHandler = Callable[["H1Connection", RequestReceived, dict[str, Any]], Any]
+H1UpgradeHandler = Callable[["H1Connection", RequestReceived, dict[str, Any]], Any]
 
 
 class H1Connection:
@@ -86,7 +86,7 @@ class H1Connection:
         scheme: str,
         client: Address,
         server: Address,
-        upgrade_handler: UpgradeHandler | None = None,
+        upgrade_handler: H1UpgradeHandler | None = None,
     ) -> None:
         self.stream = stream
         self.protocol = protocol

@@ -36,11 +36,12 @@ two callers (a WebSocket's app task and its connection task): one task's
 yield says nothing about when the other last let the scheduler run, so a call
 by any other task in between takes the skip away.
 
-Deadlines. ``send_timeout`` and ``receive_timeout`` bound only the slow
-paths, where a call must park: a write waiting for room in the kernel's
-buffer, a read waiting for bytes. Calls that do not park read no clock and
-open no cancel scope. Both raise :class:`StreamTimeout`; use
-:func:`timed_out` to recognise it behind another stream's error.
+The write deadline. ``send_timeout`` bounds only the slow path, where a
+write must park waiting for room in the kernel's buffer: it raises
+:class:`StreamTimeout` once no byte has moved for that long. A write that
+does not park reads no clock and opens no cancel scope. (Reads need no such
+deadline here: their callers know which wait they are in, a request head,
+a body or a WebSocket, and time each with their own scope or sweep.)
 """
 
 from __future__ import annotations
@@ -89,38 +90,12 @@ _TCP_FAMILIES = (socket.AF_INET, socket.AF_INET6)
 
 
 class StreamTimeout(trio.BrokenResourceError):
-    """A parked read or write saw no byte move for its stream's timeout.
+    """A parked write saw no byte move for its stream's ``send_timeout``.
 
     A ``BrokenResourceError``, so code that treats a broken peer as gone
-    needs no new case; :func:`timed_out` tells it apart from a reset when the
-    caller wants to (to log it, or to answer a slow client differently).
-    After a send timeout the stream refuses every later write, because part
-    of the message may already be out; a receive timeout consumed nothing and
-    leaves the stream usable.
+    needs no new case. Afterwards the stream refuses every later write,
+    because part of the message may already be out.
     """
-
-
-def timed_out(exc: BaseException) -> bool:
-    """Whether ``exc`` is, or was caused by, a :class:`StreamTimeout`.
-
-    Wrappers such as :class:`trio.SSLStream` may raise their own
-    ``BrokenResourceError`` ``from`` the transport's, so the whole
-    ``__cause__`` / ``__context__`` chain is searched (each exception once,
-    since a chain can loop).
-    """
-    pending: list[BaseException] = [exc]
-    seen: set[int] = set()
-    while pending:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        if isinstance(current, StreamTimeout):
-            return True
-        seen.add(id(current))
-        pending.extend(
-            linked for linked in (current.__cause__, current.__context__) if linked is not None
-        )
-    return False
 
 
 def _stream_error(exc: OSError) -> trio.BrokenResourceError | trio.ClosedResourceError:
@@ -137,7 +112,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
     parked gets ``BusyResourceError`` rather than interleaved bytes.
 
     ``skip_redundant_yields`` turns on the scheduling relaxation described in
-    this module's docstring; ``send_timeout`` and ``receive_timeout`` (seconds,
+    this module's docstring; ``send_timeout`` (seconds,
     infinite by default) may be changed at any time by the stream's owner and
     apply from the next time a call parks.
     """
@@ -149,7 +124,6 @@ class SocketStream(trio.abc.HalfCloseableStream):
         "_send_refused",
         "_sending",
         "_yielder",
-        "receive_timeout",
         "send_timeout",
         "skip_redundant_yields",
         "socket",
@@ -168,8 +142,6 @@ class SocketStream(trio.abc.HalfCloseableStream):
         self.skip_redundant_yields = skip_redundant_yields
         #: Seconds a parked write may wait without a byte moving.
         self.send_timeout = math.inf
-        #: Seconds a parked read may wait for the first byte.
-        self.receive_timeout = math.inf
         self._eof_sent = False
         #: A send timed out, possibly part-way through a message.
         self._send_broken = False
@@ -194,7 +166,20 @@ class SocketStream(trio.abc.HalfCloseableStream):
         except BlockingIOError:
             if self.skip_redundant_yields:
                 self._yielder = current_task()
-            return await self._receive_later(max_bytes)
+            # The slow path, inline: an idle connection parks here, and every
+            # coroutine frame on its stack is memory it holds while idle.
+            self._receiving = True
+            try:
+                while True:
+                    await wait_readable(self.socket)
+                    try:
+                        return self.socket.recv(max_bytes)
+                    except BlockingIOError:
+                        continue
+                    except OSError as exc:
+                        raise _stream_error(exc) from exc
+            finally:
+                self._receiving = False
         except OSError as exc:
             raise _stream_error(exc) from exc
         if self.skip_redundant_yields:
@@ -207,33 +192,6 @@ class SocketStream(trio.abc.HalfCloseableStream):
             self._yielder = task
         await cancel_shielded_checkpoint()
         return data
-
-    async def _receive_later(self, max_bytes: int) -> bytes:
-        """The slow path: nothing is waiting, so park until something arrives or time runs out."""
-        self._receiving = True
-        try:
-            timeout = self.receive_timeout
-            if timeout == math.inf:
-                return await self._receive_when_readable(max_bytes)
-            with trio.CancelScope(deadline=trio.current_time() + timeout):
-                return await self._receive_when_readable(max_bytes)
-            # Only the deadline's own Cancelled is swallowed by the scope (trio lets an
-            # outer cancellation through), and it struck before any recv: nothing was
-            # consumed.
-            raise StreamTimeout(f"nothing received for {timeout} seconds")
-        finally:
-            self._receiving = False
-
-    async def _receive_when_readable(self, max_bytes: int) -> bytes:
-        sock = self.socket
-        while True:
-            await wait_readable(sock)
-            try:
-                return sock.recv(max_bytes)
-            except BlockingIOError:
-                continue
-            except OSError as exc:
-                raise _stream_error(exc) from exc
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._send_refused:

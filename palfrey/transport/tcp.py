@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("palfrey.error")
 
-#: How long closing a connection may take (TLS close_notify, lingering reads).
+#: How long the lingering read before a close may take.
 SOCKET_CLOSE_TIMEOUT = 1.0
 #: Bytes read and dropped while lingering before giving up on a graceful close.
 LINGER_LIMIT = 1024 * 1024
@@ -94,12 +94,9 @@ async def handle_connection(
         logger.exception("Unhandled error on a connection; closing it")
     finally:
         state.connections.discard(control)
-        if transport is stream:
-            stream.close()  # a plain socket closes at once
-        else:
-            # TLS sends close_notify, which may wait on the peer.
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + SOCKET_CLOSE_TIMEOUT):
-                await transport.aclose()
+        # Closing never waits: TLS runs with ``https_compatible``, so it sends no
+        # close_notify, and closing its SSLStream would only close this socket.
+        stream.close()
 
 
 async def _linger(stream: trio.abc.Stream) -> None:
