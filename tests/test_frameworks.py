@@ -19,6 +19,8 @@ from django.urls import path as url_path
 from django.views.decorators.csrf import csrf_exempt
 from flask import Flask, Response, stream_with_context
 from flask import request as flask_request
+from h1_client import connect
+from h1_client import request as raw_request
 from quart import request as quart_request
 from quart import websocket as quart_websocket
 from quart_trio import QuartTrio
@@ -94,6 +96,7 @@ def starlette_app(events: list[str], gate: trio.Event, stream_closed: trio.Event
         return TrackedStream(body(), media_type="text/plain")
 
     async def poll(request: Request) -> PlainTextResponse:
+        events.append("polling")
         with trio.move_on_after(3):
             while not await request.is_disconnected():
                 await trio.sleep(0.01)
@@ -194,10 +197,91 @@ async def test_starlette_is_disconnected(serve: Any, starlette: Any) -> None:
                         await client.get(srv.url + "/poll")
 
                 nursery.start_soon(request)
-                await trio.sleep(0.1)
+                # The client leaves once the app polls (a fixed sleep raced a busy machine).
+                while "polling" not in events:
+                    await trio.sleep(0.01)
                 nursery.cancel_scope.cancel()
             while "poll saw disconnect" not in events:
                 await trio.sleep(0.01)
+
+
+# Starlette's ``Request.is_disconnected()`` calls receive() from an already-cancelled scope
+# and drops whatever comes back unless it is ``http.disconnect``. These apps are raw ASGI
+# around a Starlette ``Request``; the raw client sends each request in one segment.
+
+
+async def test_starlette_is_disconnected_before_the_body_is_read_leaves_the_body(
+    serve: Any,
+) -> None:
+    """The body has arrived with the head, but the poll is not handed it (it would be lost)."""
+    polled: list[bool] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        polled.append(await request.is_disconnected())
+        body = await request.body()
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as srv, connect(srv) as client:
+            await client.send(raw_request("POST", "/", body=b"precious body"))
+            response = await client.read_response()
+    assert polled == [False]
+    assert (response.status, response.body) == (200, b"precious body")
+
+
+async def test_starlette_is_disconnected_after_receive_reported_the_disconnect(
+    serve: Any,
+) -> None:
+    """Once ``receive()`` has returned ``http.disconnect``, a poll (here from a second
+    ``Request``, as another handler would make) reports it too."""
+    seen: list[Any] = []
+    done = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            await receive()
+            seen.append((await receive())["type"])  # waits for the client to leave
+            seen.append(await Request(scope, receive).is_disconnected())
+        finally:
+            done.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as srv:
+            async with connect(srv) as client:
+                await client.send(raw_request())
+            await done.wait()
+    assert seen == ["http.disconnect", True]
+
+
+async def test_starlette_is_disconnected_after_the_response(serve: Any) -> None:
+    """After the response ``receive()`` returns ``http.disconnect`` (ASGI), so a poll, say
+    from a background task, reports a disconnect rather than a live client."""
+    seen: list[bool] = []
+    done = trio.Event()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        try:
+            await receive()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"ok"})
+            seen.append(await Request(scope, receive).is_disconnected())
+        finally:
+            done.set()
+
+    with trio.fail_after(TIMEOUT):
+        async with serve(app) as srv, connect(srv) as client:
+            await client.send(raw_request())
+            assert (await client.read_response()).body == b"ok"
+            await done.wait()
+    assert seen == [True]
 
 
 async def test_starlette_websocket(serve: Any, starlette: Any) -> None:

@@ -186,15 +186,53 @@ class TestAppErrors:
                 assert (await client.read_response()).status == 200
             await assert_still_serving(srv)
 
-    async def test_exception_with_an_unread_body_is_500_and_close(self, serve: Any) -> None:
+    @pytest.mark.parametrize(
+        "unread",
+        [
+            request(method="POST", body=b"x" * 300_000),
+            request("POST", headers=[("Transfer-Encoding", "chunked")]) + b"5\r\nhello\r\n",
+        ],
+        ids=["too-large-to-drain", "chunked-without-its-end"],
+    )
+    async def test_exception_with_an_unread_body_is_500_and_close(
+        self, serve: Any, unread: bytes
+    ) -> None:
+        """A body that will not be drained (too large, or of unknown length and not all
+        there) ends the connection after the 500, and the 500 says so (RFC 9112 §9.6)."""
+
         async def app(scope: Scope, receive: Any, send: Any) -> None:
             raise RuntimeError("boom")
 
         async with serve(app, lifespan="off") as srv, connect(srv) as client:
-            # More body than is worth draining: the connection closes after the 500.
-            await client.send(request(method="POST", body=b"x" * 300_000))
-            assert (await client.read_response()).status == 500
+            await client.send(unread)
+            response = await client.read_response()
+            assert response.status == 500
+            assert response.header(b"connection") == b"close"
             await client.assert_closed()
+
+    @pytest.mark.parametrize("pipelined", [False, True], ids=["sent-after-the-500", "pipelined"])
+    async def test_exception_with_a_small_unread_body_is_500_and_the_connection_serves_on(
+        self, serve: Any, pipelined: bool
+    ) -> None:
+        """A chunked body the app never read, already all there: the server discards it
+        and keep-alive goes on, for a request sent later or one queued behind the body."""
+
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            if scope["path"] == "/still-alive":
+                return await ok_app(scope, receive, send)
+            raise RuntimeError("boom")
+
+        failing = request("POST", headers=[("Transfer-Encoding", "chunked")])
+        failing += b"5\r\nhello\r\n0\r\n\r\n"
+        following = request(target="/still-alive")
+        async with serve(app, lifespan="off") as srv, connect(srv) as client:
+            await client.send(failing + following if pipelined else failing)
+            response = await client.read_response()
+            assert response.status == 500
+            assert response.header(b"connection") is None
+            if not pipelined:
+                await client.send(following)
+            assert (await client.read_response()).body == b"ok"
 
     async def test_exception_after_start_message_is_500(self, serve: Any) -> None:
         async def app(scope: Scope, receive: Any, send: Any) -> None:

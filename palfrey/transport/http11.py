@@ -287,9 +287,6 @@ class H1Connection:
                 return None
 
     async def wait_disconnected(self) -> None:
-        # The reads below may all find data (or the end of it) waiting, and such a
-        # read need not yield.
-        await trio.lowlevel.checkpoint()
         protocol = self.protocol
         if any(type(event) is ConnectionClosed for event in self._events):
             self._peer_gone = True
@@ -303,7 +300,11 @@ class H1Connection:
             try:
                 protocol.receive_data(data)
             except ProtocolError:
-                return
+                break
+        # The reads above may all have found data (or its end) waiting, and such a
+        # read need not yield. Yielded after the look, not before: a poll's look
+        # lasts a millisecond, and a busy scheduler could spend it all.
+        await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def refuse(self) -> None:
         await self.send_error(503, "Service Unavailable")
