@@ -139,3 +139,38 @@ async def test_receive_and_send_checkpoint_in_every_state(serve: Any) -> None:
     ]
     # Looping on either under a timeout lets the rest of the server run every time.
     assert min(turns.values()) >= LOOPS - 1
+
+
+async def test_an_inline_read_that_finds_a_message_waiting_is_a_checkpoint(serve: Any) -> None:
+    """The socket stream lets a read that finds data right after its task's own yield skip
+    its yield; a WebSocket ``receive()`` after an echo's ``send()`` is such a read, and
+    must still let other tasks run."""
+    progress = Recorder()
+    verdicts: list[str] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        for number in range(4):
+            await send({"type": "websocket.send", "text": message["text"]})
+            progress.add(f"echoed {number}")
+            # The next message arrives while the app is away, too briefly for the
+            # connection task to read ahead: the next receive() finds it waiting.
+            await trio.sleep(READ_AHEAD_DELAY / 5)
+            with checked(verdicts, f"inline read {number}"):
+                message = await receive()
+        progress.add("done")
+
+    async with serve(app, lifespan="off") as srv:
+        with trio.fail_after(WAIT):
+            stream = await open_client(srv)
+            await stream.send_all(frame(0x1, b"0"))
+            for number in range(4):
+                await progress.wait_for(lambda items, n=number: f"echoed {n}" in items)
+                await stream.send_all(frame(0x1, b"%d" % (number + 1)))
+            await progress.wait_for(lambda items: "done" in items)
+            await stream.aclose()
+    assert verdicts == []

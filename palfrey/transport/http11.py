@@ -40,6 +40,7 @@ from palfrey.transport.streams import serve_request
 
 if TYPE_CHECKING:
     from palfrey.protocols.base import ProtocolHandler
+    from palfrey.transport.socket_stream import SocketStream
     from palfrey.transport.state import ConnectionControl, ServerState
 
 logger = logging.getLogger("palfrey.error")
@@ -70,6 +71,7 @@ class H1Connection:
         "protocol",
         "scheme",
         "server",
+        "socket_stream",
         "state",
         "stream",
         "upgrade_handler",
@@ -87,8 +89,11 @@ class H1Connection:
         client: Address,
         server: Address,
         upgrade_handler: H1UpgradeHandler | None = None,
+        socket_stream: SocketStream | None = None,
     ) -> None:
         self.stream = stream
+        #: The socket under ``stream`` (and under TLS), whose scheduling an upgrade tunes.
+        self.socket_stream = socket_stream
         self.protocol = protocol
         self.state = state
         self.control = control

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
     from palfrey.asgi.scope import Address
     from palfrey.protocols.base import ProtocolHandler
+    from palfrey.transport.socket_stream import SocketStream
     from palfrey.transport.state import ConnectionControl, ServerState
 
     HandlerFactory = Callable[..., ProtocolHandler]
@@ -33,11 +34,13 @@ def open_connection(
     state: ServerState,
     control: ConnectionControl,
     *,
+    socket_stream: SocketStream,
     tls: bool,
     client: Address,
     server: Address,
 ) -> H1Connection:
-    """The connection object that serves ``transport`` (its handshakes already done)."""
+    """The connection object that serves ``transport`` (its handshakes already done),
+    over ``socket_stream`` (the same stream, or the socket under TLS)."""
     config = state.config
     protocol = h1_protocol_class(config.http)(
         max_incomplete_event_size=config.h11_max_incomplete_event_size,
@@ -53,6 +56,7 @@ def open_connection(
         server=server,
         # A WSGI app still gets the handshake, so its adapter can refuse it clearly.
         upgrade_handler=websocket_upgrade if config.ws != "none" else None,
+        socket_stream=socket_stream,
     )
 
 

@@ -18,9 +18,12 @@ passes :func:`trio.testing.check_half_closeable_stream`. The server sets
 letting other tasks run). It is still always a cancel point: cancellation is
 checked before any byte moves, and a cancelled call moves none. Only a read
 skips, and only when it finds data waiting and the previous call on this
-stream was made by the same task and yielded: an echo (a pipelined request,
-a WebSocket message) is then read, answered and written with one scheduler
-pass instead of two.
+stream was made by the same task and yielded: a pipelined or kept-alive
+request head is then read, answered and written with one scheduler pass
+instead of two. The server uses it for HTTP/1.1 request heads only, which
+no ASGI call waits for: a request body is read through ``receive()``, which
+takes its own checkpoint, and a connection that switches to WebSocket turns
+the flag off, since the app's ``receive()`` reads the socket itself.
 
 Writes always yield. Every ASGI ``send()`` must let other tasks run, and a
 response body message is one write, so a skipped write yield would be

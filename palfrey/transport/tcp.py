@@ -83,6 +83,7 @@ async def handle_connection(
             transport,
             state,
             control,
+            socket_stream=stream,
             tls=ssl_context is not None,
             client=client,
             server=server,

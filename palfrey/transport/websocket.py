@@ -79,6 +79,11 @@ async def websocket_upgrade(
     except HandshakeError as exc:
         await _refuse(connection, exc)
         return True
+    if connection.socket_stream is not None:
+        # The app's receive() reads this socket itself, and every receive() must let
+        # other tasks run: the stream's yield-skipping read, fine for request heads,
+        # ends with HTTP/1.1.
+        connection.socket_stream.skip_redundant_yields = False
     websocket = H1WebSocket(
         connection,
         protocol,
