@@ -378,7 +378,7 @@ class TestContentLengthMismatch:
         ],
         ids=["more-at-once", "more-in-parts", "fewer-at-once", "fewer-in-parts"],
     )
-    async def test_mismatch_raises_in_send_and_closes(
+    async def test_mismatch_raises_in_send(
         self, serve: Any, bodies: list[tuple[bytes, bool]]
     ) -> None:
         raised: list[BaseException] = []
@@ -401,13 +401,63 @@ class TestContentLengthMismatch:
 
         async with serve(app, lifespan="off") as srv:
             async with connect(srv) as client:
-                await client.send(request() + request())
-                data = await client.read_until_closed()
+                await client.send(request() + request(target="/still-alive"))
+                if len(bodies) == 1:
+                    # Refused before anything was framed: the app's failure gets a 500,
+                    # and the connection, whose framing is intact, serves on.
+                    assert (await client.read_response()).status == 500
+                    assert (await client.read_response()).status == 200
+                else:
+                    # Never a complete 3-byte response followed by a second answer.
+                    data = await client.read_until_closed()
+                    assert data.count(b"HTTP/1.1") <= 1
             assert len(raised) == 1
             assert isinstance(raised[0], RuntimeError)
-            # Never a complete 3-byte response followed by a second answer.
-            assert data.count(b"HTTP/1.1") <= 1
             await assert_still_serving(srv)
+
+    @pytest.mark.parametrize(
+        "headers",
+        [[(b"content-length", b"x3")], [(b"content-length", b"3"), (b"content-length", b"4")]],
+        ids=["not-a-number", "two-values"],
+    )
+    async def test_a_bad_content_length_raises_from_start_and_gets_a_500(
+        self, serve: Any, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        raised: list[BaseException] = []
+
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            try:
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+            except Exception as exc:
+                raised.append(exc)
+                raise
+
+        async with serve(app, lifespan="off") as srv, connect(srv) as client:
+            await client.send(request())
+            assert (await client.read_response()).status == 500
+        assert [type(exc) for exc in raised] == [ValueError]
+
+    @pytest.mark.parametrize(("method", "status"), [("HEAD", 200), ("GET", 304)])
+    async def test_head_and_304_declare_a_length_they_do_not_carry(
+        self, serve: Any, method: str, status: int
+    ) -> None:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": status,
+                    "headers": [(b"content-length", b"3")],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+
+        async with serve(app, lifespan="off") as srv, connect(srv) as client:
+            await client.send(request(method=method))
+            response = await client.read_response(head_request=True)
+            assert response.status == status
+            assert response.header(b"content-length") == b"3"
+            await client.send(request(method=method))
+            assert (await client.read_response(head_request=True)).status == status
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,8 @@ class HTTPCycle:
     write_interrupted: bool = False
     status: int = 0
     bytes_sent: int = 0
+    #: The body length the app's ``content-length`` promises, when it is held to it.
+    _declared_length: int | None = None
     _headers: list[tuple[bytes, bytes]] = attrs.Factory(list)
     _body_complete: bool = False
     _wait_scope: trio.CancelScope | None = None
@@ -215,6 +217,10 @@ class HTTPCycle:
             headers = validate_headers(message.get("headers", ()))
             self.status = status
             self._headers = self.defaults.merge(headers)
+            declared = _declared_length(headers)
+            # A HEAD response and a 304 describe a body they don't carry (RFC 9110 §8.6).
+            if status != 304 and self.scope.get("method") != "HEAD":
+                self._declared_length = declared
             self.response_started = True
             return
         if self.response_complete:
@@ -224,6 +230,15 @@ class HTTPCycle:
         if message_type != "http.response.body":
             raise RuntimeError(f"Expected ASGI message 'http.response.body', got {message_type!r}")
         body, more = response_body(message)
+        declared = self._declared_length
+        if declared is not None:
+            total = self.bytes_sent + len(body)
+            if total > declared or (not more and total < declared):
+                # Checked before the stream frames anything, so a first body message
+                # that breaks the promise still leaves room for a 500.
+                raise RuntimeError(
+                    f"Invalid response body: {total} bytes where content-length is {declared}"
+                )
         if self.disconnected or self.write_interrupted:
             raise ClientDisconnected("the client has disconnected")
         await self._write(body, not more)
@@ -265,3 +280,15 @@ class HTTPCycle:
             return
         self.bytes_sent = len(INTERNAL_ERROR_BODY)
         self.response_complete = True
+
+
+def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
+    """The body length ``content-length`` declares; one value, however often repeated
+    (RFC 9110 §8.6), so that a bad one raises before anything is framed."""
+    declared: int | None = None
+    for name, value in headers:
+        if name == b"content-length":
+            if not value.isdigit() or (declared is not None and int(value) != declared):
+                raise ValueError(f"invalid content-length {value!r}")
+            declared = int(value)
+    return declared
