@@ -13,7 +13,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from ws_client import WAIT, Recorder, frame
+from ws_client import WAIT, Recorder, frame, neighbour_turns
 
 from palfrey.transport.ws_reader import READ_AHEAD_DELAY
 
@@ -55,26 +55,14 @@ def checked(verdicts: list[str], label: str) -> Any:
     return Check()
 
 
-async def neighbour_turns(action: Any) -> int:
-    """Turns a neighbour task gets while the app calls ``action`` LOOPS times in a row."""
-    turns = 0
+def under_timeout(action: Any) -> Any:
+    """``action`` called the way a polling app calls it, under a short timeout."""
 
-    async def neighbour() -> None:
-        nonlocal turns
-        while True:
-            await trio.sleep(0)
-            turns += 1
+    async def call() -> None:
+        with trio.move_on_after(0.01):
+            await action()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(neighbour)
-        await trio.sleep(0)
-        start = turns
-        for _ in range(LOOPS):
-            with trio.move_on_after(0.01):
-                await action()
-        turns -= start
-        nursery.cancel_scope.cancel()
-    return turns
+    return call
 
 
 async def test_receive_and_send_checkpoint_in_every_state(serve: Any) -> None:
@@ -107,13 +95,13 @@ async def test_receive_and_send_checkpoint_in_every_state(serve: Any) -> None:
                 await send({"type": "websocket.send", "text": "too late"})
         except OSError:
             messages.append("send refused")
-        turns["receive"] = await neighbour_turns(receive)
+        turns["receive"] = await neighbour_turns(under_timeout(receive), LOOPS)
 
         async def send_refused() -> None:
             with contextlib.suppress(OSError):
                 await send({"type": "websocket.send", "text": "too late"})
 
-        turns["send"] = await neighbour_turns(send_refused)
+        turns["send"] = await neighbour_turns(under_timeout(send_refused), LOOPS)
         progress.add("done")
 
     async with serve(app, lifespan="off") as srv:

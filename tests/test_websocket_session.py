@@ -8,13 +8,12 @@ neighbour task gets while they loop.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from ws_client import WAIT
+from ws_client import WAIT, neighbour_turns
 from ws_scripted import ScriptedTransport, serve, session_for, text
 
 from palfrey.asgi.errors import ClientDisconnected
@@ -23,27 +22,6 @@ from palfrey.transport.ws_reader import READ_AHEAD_DELAY
 
 LOOPS = 100
 SEND = {"type": "websocket.send", "text": "x"}
-
-
-async def turns_while(action: Callable[[], Awaitable[Any]], times: int = LOOPS) -> int:
-    """How many turns a neighbour task gets while ``action`` runs ``times`` in a row."""
-    turns = 0
-
-    async def neighbour() -> None:
-        nonlocal turns
-        while True:
-            await trio.sleep(0)
-            turns += 1
-
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(neighbour)
-        await trio.sleep(0)
-        start = turns
-        for _ in range(times):
-            await action()
-        turns -= start
-        nursery.cancel_scope.cancel()
-    return turns
 
 
 class Checks:
@@ -92,8 +70,8 @@ async def test_every_receive_and_send_is_a_checkpoint() -> None:
             "send after the end", send, {"type": "websocket.send", "text": "x"}
         )
         await checks.send_refused("close after the end", send, {"type": "websocket.close"})
-        turns["receive"] = await turns_while(receive)
-        turns["send"] = await turns_while(lambda: _refused(send))
+        turns["receive"] = await neighbour_turns(receive, LOOPS)
+        turns["send"] = await neighbour_turns(lambda: _refused(send), LOOPS)
 
     with trio.fail_after(WAIT):
         async with trio.open_nursery() as nursery:

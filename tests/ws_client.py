@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import trio
@@ -65,3 +65,25 @@ def frame(
     mask_bytes = (key * (length // 4 + 1))[:length]
     masked = int.from_bytes(payload, "big") ^ int.from_bytes(mask_bytes, "big")
     return head + key + masked.to_bytes(length, "big")
+
+
+async def neighbour_turns(action: Callable[[], Awaitable[Any]], times: int) -> int:
+    """How many turns a neighbour task gets while ``action`` runs ``times`` in a row:
+    zero means the loop never let anything else run."""
+    turns = 0
+
+    async def neighbour() -> None:
+        nonlocal turns
+        while True:
+            await trio.sleep(0)
+            turns += 1
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(neighbour)
+        await trio.sleep(0)
+        start = turns
+        for _ in range(times):
+            await action()
+        turns -= start
+        nursery.cancel_scope.cancel()
+    return turns
