@@ -1,7 +1,8 @@
 """The version of this source tree, in a module that imports nothing.
 
-Both the package top and the ``--version`` flag read it; keeping it apart means
-the command line can report the version without importing the server.
+The package top, the ``--version`` flag and the package metadata
+(``pyproject.toml``) all read it; keeping it apart means the command line can
+report the version without importing the server.
 """
 
 from __future__ import annotations

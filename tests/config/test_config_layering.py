@@ -130,7 +130,7 @@ def test_cli_version_is_the_package_version() -> None:
 
 
 def test_installed_metadata_matches_the_source_version() -> None:
-    # pyproject.toml and palfrey/_version.py both state the version; catch them drifting apart.
+    # The package metadata takes its version from palfrey/_version.py (pyproject.toml, dynamic).
     try:
         installed = importlib.metadata.version("palfrey")
     except importlib.metadata.PackageNotFoundError:
