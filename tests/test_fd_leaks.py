@@ -16,7 +16,6 @@ import pytest
 import trio
 from h1_client import (
     WAIT,
-    RawClient,
     connect,
     no_connection_crashes,  # noqa: F401 - autouse fixture
     open_fd_count,
@@ -24,7 +23,7 @@ from h1_client import (
     reset_on_close,
 )
 from tls_cert import Certificate
-from ws_client import Recorder, frame
+from ws_client import Recorder, frame, upgrade
 
 Scope = dict[str, Any]
 KiB = 1024
@@ -195,19 +194,10 @@ async def test_reset_in_the_middle_of_a_streamed_response(serve: Any) -> None:
 
 # WebSocket clients that fail.
 
-WS_HANDSHAKE = (
-    b"GET /ws HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-    b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
-)
-
 
 async def open_websocket(srv: Any) -> trio.SocketStream:
     stream = await open_tcp(srv)
-    await stream.send_all(WS_HANDSHAKE)
-    client = RawClient(stream)
-    head = await client.read_head()
-    assert head.status == 101, head.head
-    assert not client.buffer
+    assert await upgrade(stream, b"/ws") == b""
     return stream
 
 

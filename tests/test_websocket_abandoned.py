@@ -16,12 +16,8 @@ from typing import Any
 import httpx
 import pytest
 import trio
-from ws_client import WAIT, Recorder, frame
+from ws_client import WAIT, Recorder, frame, upgrade
 
-HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-    b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
-)
 #: A client receive buffer this small (the kernel doubles it) fills within a few frames.
 SMALL_BUFFER = 4096
 
@@ -45,14 +41,7 @@ async def open_raw(srv: Any) -> tuple[trio.SocketStream, bytes]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SMALL_BUFFER)
     await sock.connect((srv.host, srv.port))
     stream = trio.SocketStream(sock)
-    await stream.send_all(HANDSHAKE)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        data = await stream.receive_some(4096)
-        assert data, "closed during the handshake"
-        head += data
-    assert head.startswith(b"HTTP/1.1 101 "), head
-    return stream, head.partition(b"\r\n\r\n")[2]
+    return stream, await upgrade(stream)
 
 
 async def get_status(srv: Any) -> int:

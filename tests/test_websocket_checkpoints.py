@@ -13,26 +13,16 @@ from typing import Any
 
 import trio
 import trio.testing
-from ws_client import WAIT, Recorder, frame, neighbour_turns
+from ws_client import WAIT, Recorder, frame, neighbour_turns, upgrade
 
 from palfrey.transport.ws_reader import READ_AHEAD_DELAY
 
-HANDSHAKE = (
-    b"GET / HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-    b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
-)
 LOOPS = 100
 
 
 async def open_client(srv: Any) -> trio.SocketStream:
     stream = await trio.open_tcp_stream(srv.host, srv.port)
-    await stream.send_all(HANDSHAKE)
-    head = b""
-    while b"\r\n\r\n" not in head:
-        data = await stream.receive_some(4096)
-        assert data, "closed during the handshake"
-        head += data
-    assert head.startswith(b"HTTP/1.1 101 "), head
+    await upgrade(stream)
     return stream
 
 

@@ -11,18 +11,13 @@ from typing import Any
 
 import pytest
 import trio
-from ws_client import WAIT, Recorder, frame
+from ws_client import WAIT, Recorder, frame, upgrade
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Event, Ping, Pong, TextMessage
 
 import palfrey.transport.websocket as websocket_transport
 from palfrey.transport.http11 import RECEIVE_SIZE
 from palfrey.transport.websocket import H1WebSocket
-
-HANDSHAKE = (
-    b"GET /raw HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
-    b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
-)
 
 
 class RawWebSocket:
@@ -37,14 +32,7 @@ class RawWebSocket:
     @classmethod
     async def open(cls, srv: Any, extra: bytes = b"") -> RawWebSocket:
         stream = await trio.open_tcp_stream(srv.host, srv.port)
-        await stream.send_all(HANDSHAKE + extra)
-        head = b""
-        while b"\r\n\r\n" not in head:
-            data = await stream.receive_some(4096)
-            assert data, "closed during the handshake"
-            head += data
-        head, _, rest = head.partition(b"\r\n\r\n")
-        assert head.startswith(b"HTTP/1.1 101 "), head
+        rest = await upgrade(stream, b"/raw", extra)
         client = cls(stream)
         client.conn.receive_data(rest)
         return client

@@ -87,3 +87,26 @@ async def neighbour_turns(action: Callable[[], Awaitable[Any]], times: int) -> i
         turns -= start
         nursery.cancel_scope.cancel()
     return turns
+
+
+def handshake_request(path: bytes = b"/") -> bytes:
+    """A valid WebSocket handshake request for ``path``, byte for byte."""
+    return (
+        b"GET " + path + b" HTTP/1.1\r\nhost: test\r\nupgrade: websocket\r\n"
+        b"connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"sec-websocket-version: 13\r\n\r\n"
+    )
+
+
+async def upgrade(stream: trio.abc.Stream, path: bytes = b"/", extra: bytes = b"") -> bytes:
+    """Send the handshake (and ``extra`` right behind it), read through the ``101``;
+    return the bytes that followed the response head in the same reads."""
+    await stream.send_all(handshake_request(path) + extra)
+    head = b""
+    while b"\r\n\r\n" not in head:
+        data = await stream.receive_some(4096)
+        assert data, "closed during the handshake"
+        head += data
+    head, _, rest = head.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return rest
