@@ -123,13 +123,11 @@ class HTTPCycle:
             logger.exception("Exception in ASGI application")
             await self._fail()
         else:
-            if self.disconnected:
-                # The client left first; an app that then stops answering did nothing wrong.
-                pass
-            elif not self.response_started:
+            # A client that left first excuses an app that then stops answering.
+            if not self.disconnected and not self.response_started:
                 logger.error("ASGI callable returned without starting a response")
                 await self._fail()
-            elif not self.response_complete:
+            elif not self.disconnected and not self.response_complete:
                 logger.error("ASGI callable returned without completing the response")
                 await self._fail()
         finally:
