@@ -112,10 +112,17 @@ class RawClient:
         while True:
             size = int((await self._read_until(b"\r\n"))[:-2].split(b";")[0], 16)
             if size == 0:
-                await self._read_until(b"\r\n")
+                # The trailer section, if any, up to its empty line.
+                while await self._read_until(b"\r\n") != b"\r\n":
+                    pass
                 return bytes(body)
             body += await self._read_exactly(size)
             await self._read_exactly(2)
+
+    async def read_exactly(self, size: int, timeout: float = WAIT) -> bytes:
+        """The next ``size`` bytes, whatever they are (a body with its chunk framing)."""
+        with trio.fail_after(timeout):
+            return await self._read_exactly(size)
 
     async def read_until_closed(self, timeout: float = WAIT) -> bytes:
         """Everything the server sends until it closes the connection."""

@@ -10,7 +10,7 @@ import attrs
 
 from palfrey.protocols.fields import TOKEN, is_field_value, is_token
 
-__all__ = ["TOKEN", "DefaultHeaders", "validate_headers"]
+__all__ = ["TOKEN", "DefaultHeaders", "validate_headers", "validate_trailers"]
 
 #: Header names already checked; applications send the same few names over and over.
 _VALID_NAMES: set[bytes] = set()
@@ -45,6 +45,37 @@ def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
             )
         headers.append((name.lower(), value))
     return headers
+
+
+#: Fields a trailer section may not carry: they frame the message or belong to the
+#: connection (RFC 9110 §6.5.1, RFC 9113 §8.2.2), so no HTTP version can honour them
+#: after the content.
+_NOT_IN_TRAILERS = frozenset(
+    (
+        b"content-length",
+        b"transfer-encoding",
+        b"connection",
+        b"keep-alive",
+        b"proxy-connection",
+        b"upgrade",
+        b"te",
+        b"trailer",
+        b"host",
+    )
+)
+
+
+def validate_trailers(raw: Any) -> list[tuple[bytes, bytes]]:
+    """:func:`validate_headers` for an ``http.response.trailers`` message.
+
+    Also raises ``ValueError`` for the framing and connection fields no trailer
+    section may hold.
+    """
+    trailers = validate_headers(raw)
+    for name, _ in trailers:
+        if name in _NOT_IN_TRAILERS:
+            raise ValueError(f"{name!r} is not allowed in trailers")
+    return trailers
 
 
 @attrs.define(slots=True)

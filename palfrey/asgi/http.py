@@ -8,6 +8,12 @@ an :class:`HTTPStream`, so HTTP/1.1, HTTP/2 and HTTP/3 share this code, and
 (``connection: close`` is never added here: HTTP/2 and HTTP/3 forbid it,
 RFC 9113 §8.2.2).
 
+Two extensions ride on the same stream calls: ``http.response.early_hint``
+(a ``103 Early Hints`` before the head, :meth:`HTTPStream.send_informational`)
+and ``http.response.trailers`` (fields after the body,
+:meth:`HTTPStream.send_trailers`). The transport offers them in the scope;
+the cycle drops what the stream cannot carry instead of failing the response.
+
 Every ``receive()`` and ``send()`` is a trio checkpoint, whatever the state:
 an app that loops on either can be cancelled and never starves other tasks.
 The stream's own reads and writes are checkpoints; where a call does no I/O,
@@ -20,6 +26,7 @@ import enum
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import attrs
@@ -27,8 +34,13 @@ import trio
 
 from palfrey.asgi import access_log
 from palfrey.asgi.errors import ClientDisconnected
-from palfrey.asgi.headers import DefaultHeaders, validate_headers
-from palfrey.asgi.messages import INTERNAL_ERROR_BODY, plain_text_headers, response_body
+from palfrey.asgi.headers import DefaultHeaders, validate_headers, validate_trailers
+from palfrey.asgi.messages import (
+    INTERNAL_ERROR_BODY,
+    early_hint_links,
+    plain_text_headers,
+    response_body,
+)
 from palfrey.asgi.types import ASGIApp, Message
 from palfrey.protocols.events import LocalProtocolError
 
@@ -62,7 +74,14 @@ class HTTPStream(Protocol):
     :class:`LocalProtocolError` when the body breaks the framing the headers
     promised (for example, more bytes than ``content-length``). Every method
     is a trio checkpoint.
+
+    ``supports_trailers`` and ``supports_early_hints`` say whether the stream can
+    carry a trailer section and an interim ``1xx`` response; they are read once,
+    when the scope is built, and decide which extensions the app is offered.
     """
+
+    supports_trailers: bool
+    supports_early_hints: bool
 
     async def receive_body(self) -> tuple[bytes, bool] | None:
         """The next body chunk and whether more follows, or None once the client is gone."""
@@ -84,6 +103,19 @@ class HTTPStream(Protocol):
 
     async def send_body(self, body: bytes, end: bool) -> None: ...
 
+    async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Write an interim ``1xx`` response (never 101); only before ``send_head``."""
+        ...
+
+    async def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        """Write the trailer section ``headers`` (never empty) and end the response.
+
+        Called after ``send_head``/``send_body`` with ``end=False``. A stream whose
+        framing cannot carry trailers (HTTP/1.1 with ``content-length``) drops them
+        and ends the response all the same.
+        """
+        ...
+
 
 @attrs.define(slots=True, eq=False)
 class HTTPCycle:
@@ -104,6 +136,14 @@ class HTTPCycle:
     _declared_length: int | None = None
     _headers: list[tuple[bytes, bytes]] = attrs.Factory(list)
     _body_complete: bool = False
+    #: The app said ``"trailers": True``: the response ends with its trailers message.
+    _trailers_declared: bool = False
+    #: ...and they go on the wire: the extension was offered and the response has content.
+    _trailers_on_wire: bool = False
+    #: The last body message is sent; ``http.response.trailers`` messages are due.
+    _awaiting_trailers: bool = False
+    #: Trailer fields collected over ``more_trailers`` messages.
+    _trailer_fields: list[tuple[bytes, bytes]] | None = None
     _wait_scope: trio.CancelScope | None = None
     _receive_lock: trio.Lock = attrs.Factory(trio.Lock)
 
@@ -199,6 +239,11 @@ class HTTPCycle:
 
     async def send(self, message: Message) -> None:
         message_type = message.get("type")
+        if message_type == "http.response.early_hint" and not (
+            self.response_complete or self._awaiting_trailers
+        ):
+            await self._early_hint(message)
+            return
         if not self.response_started or self.response_complete:
             # Neither writes (the head waits for the first body message), so neither
             # reaches a checkpoint of the stream's.
@@ -213,18 +258,35 @@ class HTTPCycle:
             if type(status) is not int or not 200 <= status <= 999:
                 raise TypeError(f"'status' must be an int from 200 to 999, got {status!r}")
             headers = validate_headers(message.get("headers", ()))
+            trailers = message.get("trailers", False)
+            if type(trailers) is not bool:
+                raise TypeError(f"'trailers' must be a bool, got {trailers!r}")
             self.status = status
             self._headers = self.defaults.merge(headers)
             declared = _declared_length(headers)
             # A HEAD response and a 304 describe a body they don't carry (RFC 9110 §8.6).
             if status != 304 and self.scope.get("method") != "HEAD":
                 self._declared_length = declared
+            if trailers:
+                self._trailers_declared = True
+                self._trailers_on_wire = (
+                    status not in (204, 304)
+                    and self.scope.get("method") != "HEAD"
+                    and "http.response.trailers" in (self.scope.get("extensions") or ())
+                )
             self.response_started = True
             return
         if self.response_complete:
             if self.disconnected:
                 raise ClientDisconnected("the client has disconnected")
             raise RuntimeError(f"Unexpected ASGI message {message_type!r} after the response")
+        if self._awaiting_trailers:
+            if message_type != "http.response.trailers":
+                raise RuntimeError(
+                    f"Expected ASGI message 'http.response.trailers', got {message_type!r}"
+                )
+            await self._trailers(message)
+            return
         if message_type != "http.response.body":
             raise RuntimeError(f"Expected ASGI message 'http.response.body', got {message_type!r}")
         body, more = response_body(message)
@@ -239,7 +301,12 @@ class HTTPCycle:
                 )
         if self.disconnected or self.write_interrupted:
             raise ClientDisconnected("the client has disconnected")
-        await self._write(body, not more)
+        if more or not self._trailers_declared:
+            await self._write(body, not more)
+            return
+        # The last body message of a response with trailers: the stream stays open for them.
+        await self._write(body, False)
+        self._awaiting_trailers = True
 
     async def _write(self, body: bytes, end: bool) -> None:
         # A cancel that arrives before the stream has framed anything interrupts nothing.
@@ -263,6 +330,71 @@ class HTTPCycle:
             self.response_complete = True
             if self._wait_scope is not None:
                 self._wait_scope.cancel()
+
+    async def _early_hint(self, message: Message) -> None:
+        """Send ``103 Early Hints`` with a ``link`` field per link, while no head is out.
+
+        Dropped (the extension allows it) where no ``1xx`` can go: once the head
+        is on the wire, or on a stream without interim responses (HTTP/1.0).
+        """
+        links = early_hint_links(message)
+        if self.disconnected or self.write_interrupted:
+            await trio.lowlevel.checkpoint()
+            raise ClientDisconnected("the client has disconnected")
+        if not links or self.head_sent or not self.stream.supports_early_hints:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._write_extra(
+            self.stream.send_informational, 103, [(b"link", link) for link in links]
+        )
+
+    async def _trailers(self, message: Message) -> None:
+        """Collect an ``http.response.trailers`` message; the last one ends the response.
+
+        The fields go on the wire only where the extension was offered (the stream
+        carries trailers and the client sent ``te: trailers``) and the response has
+        content to trail (not ``HEAD``, ``204`` or ``304``); otherwise the response
+        ends without them.
+        """
+        fields = validate_trailers(message.get("headers", ()))
+        more = message.get("more_trailers", False)
+        if type(more) is not bool:
+            raise TypeError(f"'more_trailers' must be a bool, got {more!r}")
+        if self.disconnected or self.write_interrupted:
+            await trio.lowlevel.checkpoint()
+            raise ClientDisconnected("the client has disconnected")
+        if fields:
+            if self._trailer_fields is None:
+                self._trailer_fields = fields
+            else:
+                self._trailer_fields += fields
+        if more:
+            await trio.lowlevel.checkpoint()
+            return
+        fields = self._trailer_fields
+        if fields and self._trailers_on_wire:
+            await self._write_extra(self.stream.send_trailers, fields)
+        else:
+            await self._write_extra(self.stream.send_body, b"", True)
+        self._awaiting_trailers = False
+        self.response_complete = True
+        if self._wait_scope is not None:
+            self._wait_scope.cancel()
+
+    async def _write_extra(self, write: Callable[..., Awaitable[None]], *args: Any) -> None:
+        """A write other than the head and body (an early hint, the trailers): the same
+        rules as :meth:`_write`."""
+        await trio.lowlevel.checkpoint_if_cancelled()
+        try:
+            await write(*args)
+        except ClientDisconnected:
+            self.disconnected = True
+            raise
+        except LocalProtocolError as exc:
+            raise RuntimeError(f"Invalid response: {exc}") from None
+        except BaseException:
+            self.write_interrupted = True
+            raise
 
     async def _fail(self) -> None:
         """Answer 500 if the head is not on the wire yet (a complete response, so the

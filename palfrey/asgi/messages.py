@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from palfrey.asgi.headers import DefaultHeaders
 from palfrey.asgi.types import Message
+from palfrey.protocols.fields import is_field_value
 
 INTERNAL_ERROR_BODY = b"Internal Server Error"
 
@@ -19,6 +20,21 @@ def response_body(message: Message) -> tuple[bytes, bool]:
     if type(more) is not bool:
         raise TypeError(f"'more_body' must be a bool, got {more!r}")
     return bytes(body), more
+
+
+def early_hint_links(message: Message) -> list[bytes]:
+    """The checked ``links`` of an ``http.response.early_hint``: ``link`` field values."""
+    links = message.get("links", ())
+    if isinstance(links, (str, bytes, bytearray, memoryview)):
+        raise TypeError(f"'links' must be an iterable of bytes, got {type(links).__name__}")
+    checked = []
+    for link in links:
+        if type(link) is not bytes:
+            raise TypeError(f"each link must be bytes, got {link!r}")
+        if not link or not is_field_value(link):
+            raise ValueError(f"invalid link {link!r}: it must be a non-empty header value")
+        checked.append(link)
+    return checked
 
 
 def plain_text_headers(

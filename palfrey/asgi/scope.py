@@ -23,6 +23,16 @@ def split_target(target: bytes) -> tuple[bytes, bytes]:
     return raw_path, query
 
 
+def accepts_trailers(headers: Any) -> bool:
+    """Whether the request's ``te`` field lists ``trailers`` (RFC 9110 §10.1.4)."""
+    for name, value in headers:
+        if name == b"te":
+            for item in value.lower().split(b","):
+                if item.partition(b";")[0].strip() == b"trailers":
+                    return True
+    return False
+
+
 def http_scope(
     *,
     method: bytes,

@@ -363,8 +363,17 @@ def _close_args(message: Message) -> tuple[int, str]:
 def websocket_scope(scope: dict[str, Any], subprotocols: list[str]) -> dict[str, Any]:
     """Turn the ``http`` scope built for the handshake request into a ``websocket`` scope."""
     scope["type"] = "websocket"
+    # Spec 2.5: ``websocket.disconnect`` carries the close ``reason``.
+    scope["asgi"] = {**scope.get("asgi", {}), "spec_version": "2.5"}
     scope.pop("method", None)
     scope["scheme"] = {"http": "ws", "https": "wss"}.get(scope["scheme"], scope["scheme"])
     scope["subprotocols"] = subprotocols
-    scope["extensions"] = {**scope.get("extensions", {}), "websocket.http.response": {}}
+    # The ``http.response.*`` extensions belong to an HTTP response, not to a WebSocket.
+    extensions = {
+        name: value
+        for name, value in scope.get("extensions", {}).items()
+        if not name.startswith("http.response.")
+    }
+    extensions["websocket.http.response"] = {}
+    scope["extensions"] = extensions
     return scope

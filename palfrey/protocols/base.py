@@ -25,6 +25,25 @@ class ProtocolHandler(Protocol):
 
     def send_continue(self) -> bytes: ...
 
+    def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """An interim ``1xx`` response (not 101: see :meth:`upgrade`) before the final one.
+
+        Returns ``b""`` for an HTTP/1.0 client, which must not get one (RFC 9110
+        §15.2). A client waiting for ``100 Continue`` still waits for it after
+        any other ``1xx``. Raises :class:`~palfrey.protocols.events.LocalProtocolError`
+        for a bad status or headers, or once the response has started.
+        """
+        ...
+
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        """End the response with a trailer section holding ``headers``.
+
+        Only a chunked body can carry one (RFC 9112 §7.1.2): after a body framed
+        by ``content-length``, for an HTTP/1.0 client, or for a response without
+        a body, the fields are dropped and this is ``send_body(b"")``.
+        """
+        ...
+
     def start_new_cycle(self) -> None: ...
 
     def upgrade(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:

@@ -19,6 +19,9 @@ _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Cont
 #: h11 events are immutable, so the one every response ends with is made once.
 _END_OF_MESSAGE = h11.EndOfMessage()
 _EMPTY_END = BodyReceived(b"", False)
+#: The field h11 writes (title-cased, replacing any the app gave) when, and only
+#: when, it frames a response body chunked.
+_CHUNKED_FIELD = b"\r\nTransfer-Encoding: chunked\r\n"
 
 
 class H1Protocol:
@@ -28,7 +31,7 @@ class H1Protocol:
     make this object parse more than one request ahead of the responses.
     """
 
-    __slots__ = ("_body", "_body_length", "_conn", "_head_request", "_max_head_size")
+    __slots__ = ("_body", "_body_length", "_chunked", "_conn", "_head_request", "_max_head_size")
 
     def __init__(
         self,
@@ -42,6 +45,8 @@ class H1Protocol:
         self._body = BodyCounter(limit_request_body)
         #: The current request's Content-Length; None for a chunked body.
         self._body_length: int | None = 0
+        #: The current response's body is framed chunked, so it can end with trailers.
+        self._chunked = False
 
     def receive_data(self, data: bytes) -> list[ProtocolEvent]:
         try:
@@ -118,9 +123,28 @@ class H1Protocol:
             return b""
         return self._conn.send(_CONTINUE) or b""
 
+    def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if status == 101:
+            raise LocalProtocolError("101 Switching Protocols is sent by upgrade()")
+        conn = self._conn
+        try:
+            event = h11.InformationalResponse(
+                status_code=status, headers=headers, reason=reason_phrase(status)
+            )
+            version = conn.their_http_version
+            if version is not None and version < b"1.1":
+                return b""  # RFC 9110 §15.2: no 1xx for an HTTP/1.0 client
+            waiting = conn.client_is_waiting_for_100_continue
+            out = conn.send(event) or b""
+        except h11.LocalProtocolError as exc:
+            raise LocalProtocolError(str(exc)) from None
+        # h11 takes any 1xx as the answer to ``Expect: 100-continue``; only a 100 is.
+        conn.client_is_waiting_for_100_continue = waiting and status != 100
+        return out
+
     def send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
         try:
-            return (
+            out = (
                 self._conn.send(
                     h11.Response(status_code=status, headers=headers, reason=reason_phrase(status))
                 )
@@ -128,6 +152,11 @@ class H1Protocol:
             )
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc)) from None
+        # A HEAD, 204 or 304 response may name chunked framing without a body to frame.
+        self._chunked = (
+            _CHUNKED_FIELD in out and not self._head_request and status not in (204, 304)
+        )
+        return out
 
     def send_body(self, data: bytes, more: bool = False) -> bytes:
         conn = self._conn
@@ -141,6 +170,16 @@ class H1Protocol:
             conn.send_failed()
             raise LocalProtocolError(str(exc)) from None
         return out
+
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        conn = self._conn
+        try:
+            # h11 refuses trailers after a content-length or HTTP/1.0 body: dropped there.
+            event = h11.EndOfMessage(headers=headers) if self._chunked else _END_OF_MESSAGE
+            return conn.send(event) or b""
+        except h11.LocalProtocolError as exc:
+            conn.send_failed()
+            raise LocalProtocolError(str(exc)) from None
 
     def start_new_cycle(self) -> None:
         self._conn.start_next_cycle()

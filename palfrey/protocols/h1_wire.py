@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterable, Sequence
 
 from palfrey.protocols.events import LocalProtocolError, ProtocolError
-from palfrey.protocols.status import status_line
+from palfrey.protocols.status import reason_phrase, status_line
 
 # How a response body is framed on the wire.
 LENGTH = 0
@@ -361,6 +361,35 @@ class ResponseFields:
         for name, index in self.positions:
             if name == lower:
                 self.lines[index] = b""
+
+
+def informational_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """An interim response head, checked as h11's ``InformationalResponse`` is."""
+    if status == 101:
+        raise LocalProtocolError("101 Switching Protocols is sent by upgrade()")
+    if not isinstance(status, int) or not 100 <= status < 200:
+        raise LocalProtocolError(
+            f"InformationalResponse status_code should be in range [100, 200), not {status}"
+        )
+    lines = ResponseFields(headers).lines
+    lines[0] = b"HTTP/1.1 %d %s\r\n" % (status, reason_phrase(status))
+    lines.append(b"\r\n")
+    return b"".join(lines)
+
+
+def trailer_section(headers: Iterable[tuple[bytes, bytes]]) -> bytes:
+    """The last chunk and the trailer section (h11's ``ChunkedWriter.send_eom``)."""
+    lines = [b"0\r\n"]
+    for raw_name, raw_value in headers:
+        name = _bytesify(raw_name)
+        value = _bytesify(raw_value)
+        if _TOKEN.fullmatch(name) is None:
+            raise LocalProtocolError(f"Illegal header name {name!r}")
+        if _FIELD_VALUE.fullmatch(value) is None:
+            raise LocalProtocolError(f"Illegal header value {value!r}")
+        lines.append(b"%s: %s\r\n" % (name, value))
+    lines.append(b"\r\n")
+    return b"".join(lines)
 
 
 def _bytesify(value: object) -> bytes:

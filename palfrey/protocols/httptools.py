@@ -42,6 +42,8 @@ from palfrey.protocols.h1_wire import (
     ResponseFields,
     check_request_head,
     comma_tokens,
+    informational_head,
+    trailer_section,
 )
 
 # One side's state, named after h11's states so the two handlers read alike.
@@ -459,6 +461,17 @@ class H1HttpToolsProtocol:
         self._waiting_100 = False
         return _CONTINUE
 
+    def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
+        head = informational_head(status, headers)
+        if self._their_version is not None and self._their_version < "1.1":
+            return b""  # RFC 9110 §15.2: no 1xx for an HTTP/1.0 client
+        if self._server != SEND_RESPONSE:
+            self._fail_send()
+            raise LocalProtocolError(f"can't send a 1xx response in state {self._server}")
+        # As h11 is made to: only a 100 answers ``Expect: 100-continue``.
+        self._waiting_100 = self._waiting_100 and status != 100
+        return head
+
     def send_response(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:
         if not isinstance(status, int):
             raise LocalProtocolError("status code must be integer")
@@ -513,6 +526,17 @@ class H1HttpToolsProtocol:
                 out += _LAST_CHUNK
             self._end_of_response()
         return out
+
+    def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> bytes:
+        if self._writer != CHUNKED or self._server != SEND_BODY:
+            return self.send_body(b"")  # no chunked body to trail: dropped, as by h11
+        try:
+            section = trailer_section(headers)
+        except LocalProtocolError:
+            self._fail_send()
+            raise
+        self._end_of_response()
+        return section
 
     def _end_of_response(self) -> None:
         self._server = DONE

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -52,6 +52,9 @@ READ_AHEAD_LIMIT = 64 * 1024
 
 #: Hands an accepted upgrade (e.g. WebSocket) the connection; returns when it is over.
 H1UpgradeHandler = Callable[["H1Connection", RequestReceived, dict[str, Any]], Any]
+#: Switches the connection to another protocol before any app sees the request
+#: (``Upgrade: h2c``); True once it served the rest of the connection.
+H1SwitchHandler = Callable[["H1Connection", RequestReceived], Awaitable[bool]]
 
 
 class H1Connection:
@@ -61,10 +64,12 @@ class H1Connection:
         "_awaiting_continue",
         "_closing",
         "_events",
+        "_initial_data",
         "_peer_gone",
         "_response_started",
         "client",
         "control",
+        "h2c_handler",
         "linger",
         "nursery",
         "pending_error",
@@ -74,6 +79,8 @@ class H1Connection:
         "socket_stream",
         "state",
         "stream",
+        "supports_early_hints",
+        "supports_trailers",
         "upgrade_handler",
         "writable",
     )
@@ -89,7 +96,9 @@ class H1Connection:
         client: Address,
         server: Address,
         upgrade_handler: H1UpgradeHandler | None = None,
+        h2c_handler: H1SwitchHandler | None = None,
         socket_stream: SocketStream | None = None,
+        initial_data: bytes = b"",
     ) -> None:
         self.stream = stream
         #: The socket under ``stream`` (and under TLS), whose scheduling an upgrade tunes.
@@ -104,6 +113,9 @@ class H1Connection:
         self.client = client
         self.server = server
         self.upgrade_handler = upgrade_handler
+        self.h2c_handler = h2c_handler
+        #: Bytes read before this object existed (while choosing the protocol).
+        self._initial_data = initial_data
         self.pending_error: ProtocolError | None = None
         # A list, not a deque: it rarely holds more than two events, and an idle
         # connection's empty deque costs over a kilobyte.
@@ -121,6 +133,10 @@ class H1Connection:
         self._response_started = False
         #: That head said ``connection: close``: no request follows this one.
         self._closing = False
+        #: Whether the current request can get a trailer section and a ``1xx``: both
+        #: need HTTP/1.1 (chunked framing; RFC 9110 §15.2 keeps 1xx from HTTP/1.0).
+        self.supports_trailers = False
+        self.supports_early_hints = False
 
     async def run(self) -> None:
         """Serve requests until either side closes, a timeout fires or the server stops."""
@@ -189,6 +205,9 @@ class H1Connection:
         """Run one request through the app; True if the connection may be reused."""
         upgrade, self._awaiting_continue = _upgrade_and_expect(request)
         self._response_started = False
+        if upgrade and self.h2c_handler is not None and await self.h2c_handler(self, request):
+            return False
+        self.supports_trailers = self.supports_early_hints = request.http_version != "1.0"
         control = self.control
         control.open_streams = 1
         try:
@@ -342,9 +361,29 @@ class H1Connection:
             # every send() owes the app is taken here instead.
             await trio.lowlevel.cancel_shielded_checkpoint()
 
+    async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        data = self.protocol.send_informational(status, headers)
+        if data:
+            await self._send_all(data)
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
+    async def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        # A response framed by content-length (or without a body) ends without
+        # them: HTTP/1.1 carries trailers only after a chunked body (RFC 9112 §7.1.2).
+        data = self.protocol.send_trailers(headers)
+        if data:
+            await self._send_all(data)
+        else:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+
     # Socket helpers.
 
     async def _receive(self, max_bytes: int = RECEIVE_SIZE) -> bytes:
+        if self._initial_data:
+            data, self._initial_data = self._initial_data, b""
+            await trio.lowlevel.checkpoint()
+            return data
         try:
             data = await self.stream.receive_some(max_bytes)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -352,6 +391,10 @@ class H1Connection:
         if not data:
             self._peer_gone = True
         return data
+
+    async def send_raw(self, data: bytes) -> None:
+        """Write bytes the handler framed outside a response (a ``101``, for a switch)."""
+        await self._send_all(data)
 
     async def _send_all(self, data: bytes) -> None:
         if not self.writable:

@@ -4,7 +4,8 @@ An HTTP/1.1 connection carries one stream at a time; HTTP/2 and HTTP/3
 connections carry many. Each version parses its own framing into a
 :class:`~palfrey.protocols.events.RequestReceived` and supplies an
 :class:`~palfrey.asgi.http.HTTPStream`; from there :func:`serve_request`
-does what every version shares — count the request, build the scope, borrow
+does what every version shares — count the request, build the scope (with
+the extensions the stream can carry), borrow
 a concurrency slot for the stream, hand an upgrade (WebSocket) its turn,
 run the :class:`~palfrey.asgi.http.HTTPCycle` — and returns the
 :class:`~palfrey.asgi.http.Outcome`. Connection policy (keep-alive,
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from palfrey.asgi.http import HTTPCycle, HTTPStream, Outcome
-from palfrey.asgi.scope import Address, http_scope
+from palfrey.asgi.scope import Address, accepts_trailers, http_scope
 
 if TYPE_CHECKING:
     from palfrey.protocols.events import RequestReceived
@@ -53,6 +54,12 @@ async def serve_request(
         root_path=state.config.root_path,
         state=state.lifespan_state,
     )
+    extensions = scope["extensions"]
+    if stream.supports_early_hints:
+        extensions["http.response.early_hint"] = {}
+    # The trailers go out only if the client said it reads them (ASGI, RFC 9110 §6.5).
+    if stream.supports_trailers and accepts_trailers(request.headers):
+        extensions["http.response.trailers"] = {}
     limiter = state.limiter
     if limiter is not None:
         # The stream is the borrower: a connection with many streams holds many slots.
