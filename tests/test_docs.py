@@ -43,8 +43,10 @@ KIND_WORDS = {
     "list": "list of strings",
 }
 
-#: Flags of other tools (pip, pytest) that the docs may quote.
-FOREIGN_FLAGS = {"--no-cache-dir", "--upgrade"}
+#: Flags of other tools (pip, pytest, curl) that the docs may quote.
+FOREIGN_FLAGS = {"--no-cache-dir", "--upgrade", "--http2", "--http2-prior-knowledge"}
+#: Environment variables that are not options: the config file's, and the test suite's.
+TEST_VARIABLES = {"PALFREY_CONFIG", "PALFREY_H2SPEC"}
 #: Misspelt flags the configuration page shows being rejected.
 EXAMPLE_TYPOS = {"--prot", "--time"}
 
@@ -166,7 +168,7 @@ def test_reference_documents_no_missing_option() -> None:
 def test_flags_and_variables_in_the_docs_exist(path: Path) -> None:
     text = path.read_text()
     flags = {s for action in build_parser()._actions for s in action.option_strings}
-    variables = {env_var_name(field.name) for field, _ in OPTIONS} | {"PALFREY_CONFIG"}
+    variables = {env_var_name(field.name) for field, _ in OPTIONS} | TEST_VARIABLES
     mentioned_flags = set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9]*(?:-[a-z0-9]+)*)", text))
     unknown_flags = mentioned_flags - flags - FOREIGN_FLAGS - EXAMPLE_TYPOS
     mentioned_variables = set(re.findall(r"\bPALFREY_[A-Z0-9_]*[A-Z0-9]\b", text))

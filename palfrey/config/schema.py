@@ -82,6 +82,17 @@ def _at_least(minimum: float, *, optional: bool = False) -> Callable[..., None]:
     return check
 
 
+def _in_range(minimum: int, maximum: int) -> Callable[..., None]:
+    at_least = _at_least(minimum)
+
+    def check(instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        at_least(instance, attribute, value)
+        if value > maximum:
+            raise ValueError(f"{attribute.name} must be <= {maximum}, got {value!r}")
+
+    return check
+
+
 def _port(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 65535:
         raise ValueError(f"{attribute.name} must be an integer from 0 to 65535, got {value!r}")
@@ -183,8 +194,31 @@ class Config:
 
     http: str = _option(
         "auto",
-        "HTTP/1.1 implementation: 'auto' uses httptools when installed, else h11.",
-        choices=("auto", "h11", "httptools"),
+        "Protocols on TCP: 'auto' serves HTTP/1.1 (httptools when installed, else h11)"
+        " and HTTP/2; 'h11' or 'httptools' HTTP/1.1 only; 'h2' HTTP/2 only.",
+        choices=("auto", "h11", "httptools", "h2"),
+        group="protocol",
+    )
+    h2_max_concurrent_streams: int = _option(
+        100,
+        "HTTP/2 streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).",
+        kind="int",
+        validator=_at_least(1),
+        group="protocol",
+    )
+    h2_max_header_list_size: int = _option(
+        65536,
+        "Largest HTTP/2 request header list in bytes (SETTINGS_MAX_HEADER_LIST_SIZE);"
+        " larger lists get 431.",
+        kind="int",
+        validator=_at_least(1024),
+        group="protocol",
+    )
+    h2_max_inbound_frame_size: int = _option(
+        16384,
+        "Largest HTTP/2 frame payload a client may send (SETTINGS_MAX_FRAME_SIZE).",
+        kind="int",
+        validator=_in_range(16384, 2**24 - 1),
         group="protocol",
     )
     h11_max_incomplete_event_size: int = _option(

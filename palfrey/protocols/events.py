@@ -27,6 +27,8 @@ class RequestReceived:
     stream_id: int = 0
     scheme: bytes | None = None
     authority: bytes | None = None
+    #: The ``:protocol`` of an extended CONNECT (RFC 8441), e.g. ``b"websocket"``.
+    protocol: bytes | None = None
 
 
 @attrs.frozen(slots=True)
@@ -84,3 +86,62 @@ class ProtocolError(Exception):
 
 class LocalProtocolError(Exception):
     """The application asked for something the protocol forbids (e.g. too much body)."""
+
+
+# Stream events: HTTP/2 (and HTTP/3) connections carry many requests at once,
+# so everything after the request head names its stream.
+
+
+@attrs.frozen(slots=True)
+class StreamData:
+    """Request body bytes on a stream, to be acknowledged once consumed (flow control)."""
+
+    stream_id: int
+    data: bytes
+
+
+@attrs.frozen(slots=True)
+class StreamEnded:
+    """The client finished sending on the stream: the request body is complete."""
+
+    stream_id: int
+
+
+@attrs.frozen(slots=True)
+class StreamReset:
+    """The stream was aborted (``remote``: by the peer's RST_STREAM) with this error code."""
+
+    stream_id: int
+    error_code: int
+    remote: bool
+
+
+@attrs.frozen(slots=True)
+class WindowUpdated:
+    """The peer opened its flow-control window for a stream (0: for every stream)."""
+
+    stream_id: int
+
+
+@attrs.frozen(slots=True)
+class ConnectionTerminated:
+    """The peer sent GOAWAY: streams above ``last_stream_id`` will not be served."""
+
+    error_code: int
+    last_stream_id: int
+
+
+@attrs.frozen(slots=True)
+class ControlReceived:
+    """A control frame (PING, SETTINGS) arrived; counted against floods."""
+
+
+StreamEvent = (
+    RequestReceived
+    | StreamData
+    | StreamEnded
+    | StreamReset
+    | WindowUpdated
+    | ConnectionTerminated
+    | ControlReceived
+)

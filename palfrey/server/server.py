@@ -14,7 +14,6 @@ import random
 import signal
 import ssl
 import sys
-from collections.abc import Callable
 from typing import Any
 
 import trio
@@ -28,7 +27,7 @@ from palfrey.asgi.types import ASGIApp
 from palfrey.config.schema import Config
 from palfrey.transport.errors import BindError, ServeError
 from palfrey.transport.listeners import describe, open_listeners
-from palfrey.transport.protocol_select import h1_protocol_class, parser_name
+from palfrey.transport.protocol_select import alpn_protocols, h1_protocol_class, protocol_names
 from palfrey.transport.socket_stream import SocketListener
 from palfrey.transport.state import ServerState
 from palfrey.transport.tcp import accept_connections
@@ -125,7 +124,9 @@ class Server:
             if handle_signals:
                 root.start_soon(self._watch_signals)
             ssl_context = self._ssl_context()
-            http_protocol = h1_protocol_class(config.http)
+            if config.http != "h2":
+                # A missing httptools fails here, before any connection.
+                h1_protocol_class(config.http)
             lifespan = Lifespan(
                 state.app,
                 mode=config.lifespan,
@@ -155,7 +156,7 @@ class Server:
                 addresses = [
                     describe(listener, tls=ssl_context is not None) for listener in listeners
                 ]
-                self._announce(addresses, http_protocol)
+                self._announce(addresses)
                 task_status.started(addresses)
                 await state.shutdown_requested.wait()
                 listening.cancel()
@@ -190,13 +191,11 @@ class Server:
     def _ssl_context(self) -> ssl.SSLContext | None:
         if not self.config.is_ssl:
             return None
-        return create_ssl_context(self.config, ["http/1.1"])
+        return create_ssl_context(self.config, alpn_protocols(self.config.http))
 
-    def _announce(self, addresses: list[str], http_protocol: Callable[..., Any]) -> None:
+    def _announce(self, addresses: list[str]) -> None:
         logger.info("Started server process [%d]", os.getpid())
-        parser = parser_name(http_protocol)
-        websocket = "off" if self.config.ws == "none" else "wsproto"
-        logger.info("Protocols: HTTP/1.1 (%s), WebSocket (%s)", parser, websocket)
+        logger.info("Protocols: %s", protocol_names(self.config))
         for address in addresses:
             logger.info("Palfrey running on %s (Press CTRL+C to quit)", address)
 

@@ -1,20 +1,26 @@
 """Which protocol serves an accepted connection: decided here, once per connection.
 
-Today that is HTTP/1.1 with the handler class the ``http`` option names
-(WebSocket arrives as an HTTP/1.1 upgrade). Negotiation that picks another
-protocol (ALPN, a connection preface, ``Upgrade: h2c``) belongs here too, so
-the accept loop stays protocol-blind.
+The ``http`` option names the candidates: ``h11`` and ``httptools`` mean
+HTTP/1.1 only, ``h2`` HTTP/2 only, and ``auto`` both. Under TLS, ALPN has
+already chosen; in cleartext ``auto`` looks at the first bytes for the HTTP/2
+connection preface (prior knowledge, RFC 9113 §3.3) and otherwise serves
+HTTP/1.1, where ``Upgrade: h2c`` can still switch (:mod:`palfrey.transport.h2c`).
+WebSocket arrives as an HTTP/1.1 upgrade or as an HTTP/2 extended CONNECT.
+The accept loop stays protocol-blind.
 """
 
 from __future__ import annotations
 
 import functools
+import math
 from typing import TYPE_CHECKING
 
 import trio
 
 from palfrey.protocols.h11 import H1Protocol
 from palfrey.transport.errors import ServeError
+from palfrey.transport.h2c import h2c_upgrade
+from palfrey.transport.http2 import H2Connection, open_h2_connection
 from palfrey.transport.http11 import H1Connection
 from palfrey.transport.websocket import websocket_upgrade
 
@@ -22,14 +28,40 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from palfrey.asgi.scope import Address
+    from palfrey.config.schema import Config
     from palfrey.protocols.base import ProtocolHandler
     from palfrey.transport.socket_stream import SocketStream
     from palfrey.transport.state import ConnectionControl, ServerState
 
     HandlerFactory = Callable[..., ProtocolHandler]
 
+#: What an HTTP/2 client sends first (RFC 9113 §3.4).
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#: Bytes read to see whether a cleartext connection starts with the preface.
+_PEEK_SIZE = 64 * 1024
 
-def open_connection(
+
+def alpn_protocols(http: str) -> list[str]:
+    """What TLS offers in ALPN for the ``http`` option, in order of preference."""
+    if http == "h2":
+        return ["h2"]
+    if http == "auto":
+        return ["h2", "http/1.1"]
+    return ["http/1.1"]
+
+
+def protocol_names(config: Config) -> str:
+    """The protocols the ``http`` and ``ws`` options serve, as the start-up banner says them."""
+    names = []
+    if config.http != "h2":
+        names.append(f"HTTP/1.1 ({parser_name(h1_protocol_class(config.http))})")
+    if config.http in ("auto", "h2"):
+        names.append("HTTP/2 (h2)")
+    names.append("WebSocket (off)" if config.ws == "none" else "WebSocket (wsproto)")
+    return ", ".join(names)
+
+
+async def open_connection(
     transport: trio.abc.Stream,
     state: ServerState,
     control: ConnectionControl,
@@ -38,11 +70,29 @@ def open_connection(
     tls: bool,
     client: Address,
     server: Address,
-) -> H1Connection:
+) -> H1Connection | H2Connection | None:
     """The connection object that serves ``transport`` (its handshakes already done),
-    over ``socket_stream`` (the same stream, or the socket under TLS)."""
+    over ``socket_stream`` (the same stream, or the socket under TLS); None if the
+    client left or went quiet before it said which protocol it speaks."""
+    http = state.config.http
+    scheme = "https" if tls else "http"
+    initial = b""
+    if tls:
+        use_h2 = transport.selected_alpn_protocol() == "h2"  # type: ignore[attr-defined]
+    elif http == "auto":
+        peeked = await _peek(transport, state, control)
+        if peeked is None:
+            return None
+        initial = peeked
+        use_h2 = initial.startswith(PREFACE)
+    else:
+        use_h2 = http == "h2"
+    if use_h2:
+        return open_h2_connection(
+            transport, state, control, scheme=scheme, client=client, server=server, initial=initial
+        )
     config = state.config
-    protocol = h1_protocol_class(config.http)(
+    protocol = h1_protocol_class(http)(
         max_incomplete_event_size=config.h11_max_incomplete_event_size,
         limit_request_body=config.limit_request_body,
     )
@@ -51,13 +101,42 @@ def open_connection(
         protocol,
         state,
         control,
-        scheme="https" if tls else "http",
+        scheme=scheme,
         client=client,
         server=server,
         # A WSGI app still gets the handshake, so its adapter can refuse it clearly.
         upgrade_handler=websocket_upgrade if config.ws != "none" else None,
+        h2c_handler=h2c_upgrade if http == "auto" and not tls else None,
         socket_stream=socket_stream,
+        initial_data=initial,
     )
+
+
+async def _peek(
+    transport: trio.abc.Stream, state: ServerState, control: ConnectionControl
+) -> bytes | None:
+    """The first bytes of a cleartext connection, enough to tell the HTTP/2 preface from
+    an HTTP/1.1 request; read under the request-head deadline, as HTTP/1.1 would."""
+    data = b""
+    control.deadline = trio.current_time() + state.config.timeout_request_header
+    control.idle = True
+    try:
+        with control.waiting_scope:
+            while len(data) < len(PREFACE) and PREFACE.startswith(data):
+                try:
+                    chunk = await transport.receive_some(_PEEK_SIZE)
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    return None
+                if not chunk:
+                    return None
+                data += chunk
+            return data
+        return None
+    finally:
+        control.idle = False
+        control.deadline = math.inf
+        # A scope is entered once: the connection gets a fresh one for its own waits.
+        control.waiting_scope = trio.CancelScope()
 
 
 @functools.cache

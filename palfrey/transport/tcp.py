@@ -79,7 +79,7 @@ async def handle_connection(
             if tls is None:
                 return
             transport = tls
-        connection = open_connection(
+        connection = await open_connection(
             transport,
             state,
             control,
@@ -88,6 +88,8 @@ async def handle_connection(
             client=client,
             server=server,
         )
+        if connection is None:
+            return
         await connection.run()
         if connection.linger and connection.writable:
             await _linger(transport)

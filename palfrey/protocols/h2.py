@@ -1,0 +1,442 @@
+"""HTTP/2 as a sans-I/O state machine: bytes in, stream events out, calls to bytes.
+
+A thin wrapper of :class:`h2.connection.H2Connection` with Palfrey's own
+interface, keyed by stream id (an HTTP/2 connection carries many requests,
+so it does not implement the one-request-at-a-time HTTP/1.1 handler
+contract). It adds what h2 leaves to its user:
+
+- requests become :class:`~palfrey.protocols.events.RequestReceived` with the
+  pseudo-headers taken out (``:authority`` becomes ``host``, first);
+- requests a server must turn away before any application sees them are
+  answered here (a plain ``CONNECT``, an unknown ``:protocol``, a header list
+  over the limit, a stream over the concurrency limit, a stream opened after
+  GOAWAY);
+- padding is handed back to the flow-control window at once; body bytes only
+  when the caller says they were consumed (:meth:`acknowledge`), which is what
+  makes the window the back-pressure;
+- outbound data is cut to the peer's window and frame size
+  (:meth:`send_data` sends what fits and says how much);
+- graceful shutdown uses the two-step GOAWAY of RFC 9113 §6.8 built from
+  frames directly, since h2's own ``close_connection`` forbids any further
+  frame on the streams still being answered.
+
+Everything h2 raises for bad input becomes :class:`H2ConnectionError` (the
+GOAWAY is already queued) and anything the app's side cannot do any more on a
+stream becomes :class:`StreamClosed`.
+"""
+
+from __future__ import annotations
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import hpack
+import hyperframe.exceptions
+from hyperframe.frame import GoAwayFrame, PingFrame
+
+from palfrey.protocols.events import (
+    ConnectionTerminated,
+    ControlReceived,
+    RequestReceived,
+    StreamData,
+    StreamEnded,
+    StreamEvent,
+    StreamReset,
+    WindowUpdated,
+)
+
+ErrorCodes = h2.errors.ErrorCodes
+
+#: The highest stream id; the first GOAWAY of a graceful shutdown names it (RFC 9113 §6.8).
+MAX_STREAM_ID = 2**31 - 1
+#: Opaque data of the PING that follows the first GOAWAY.
+GOAWAY_PING = b"palfrey!"
+
+#: Hop-by-hop fields HTTP/2 forbids (RFC 9113 §8.2.2); dropped from responses.
+_CONNECTION_FIELDS = frozenset(
+    (b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade")
+)
+#: The ``:protocol`` values an extended CONNECT may ask for (RFC 8441 §4).
+SUPPORTED_PROTOCOLS = frozenset((b"websocket",))
+#: The size RFC 7541 §4.1 counts per header field on top of its name and value.
+_FIELD_OVERHEAD = 32
+#: h2's own header-list bound, a multiple of the advertised one: a list between the
+#: two gets a 431 on its stream, a larger one ends the connection.
+_HARD_HEADER_LIST_FACTOR = 4
+
+_H2_ERRORS = (
+    h2.exceptions.H2Error,
+    hyperframe.exceptions.HyperframeError,
+    hpack.HPACKError,
+)
+
+
+class H2ConnectionError(Exception):
+    """The peer broke HTTP/2; a GOAWAY with :attr:`error_code` is queued to send."""
+
+    def __init__(self, message: str, error_code: int) -> None:
+        super().__init__(message)
+        self.error_code = error_code
+
+
+class StreamClosed(Exception):
+    """The stream can take no more frames (reset by the peer, or the connection ended)."""
+
+
+class H2Protocol:
+    """One server-side HTTP/2 connection, without I/O."""
+
+    __slots__ = (
+        "_conn",
+        "_extra_window",
+        "_final_goaway",
+        "_goaway_stream_id",
+        "_hard_header_limit",
+        "_header_list_limit",
+        "_max_streams",
+        "_open",
+        "_out",
+        "connect_protocol",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_concurrent_streams: int = 100,
+        max_header_list_size: int = 65536,
+        max_inbound_frame_size: int = 16384,
+        connection_window: int = 1024 * 1024,
+        connect_protocol: bool = True,
+    ) -> None:
+        config = h2.config.H2Configuration(
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            normalize_inbound_headers=True,
+            # Responses are validated by the ASGI bridge and filtered in ``_response_headers``.
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )
+        conn = h2.connection.H2Connection(config=config)
+        settings: dict[int, int] = {
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
+            h2.settings.SettingCodes.MAX_FRAME_SIZE: max_inbound_frame_size,
+        }
+        if connect_protocol:
+            settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
+        conn.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        self._hard_header_limit = max_header_list_size * _HARD_HEADER_LIST_FACTOR
+        conn.decoder.max_header_list_size = self._hard_header_limit
+        self._conn = conn
+        self._out = bytearray()
+        self._max_streams = max_concurrent_streams
+        self._header_list_limit = max_header_list_size
+        #: Streams handed to the caller as requests and not yet ended or reset.
+        self._open: set[int] = set()
+        #: Set once GOAWAY went out: streams above it are refused.
+        self._goaway_stream_id: int | None = None
+        self._final_goaway = False
+        self.connect_protocol = connect_protocol
+        self._extra_window = connection_window - conn.inbound_flow_control_window
+
+    # Starting.
+
+    def initiate(self) -> None:
+        """Queue the server's connection preface (SETTINGS, then the larger connection window)."""
+        self._conn.initiate_connection()
+        self._open_connection_window()
+        self._flush()
+
+    def initiate_upgrade(self, settings_header: bytes) -> None:
+        """Start as the target of ``Upgrade: h2c`` (RFC 7540 §3.2); stream 1 is the upgrading
+        request, already received whole."""
+        try:
+            self._conn.initiate_upgrade_connection(settings_header)
+        except (*_H2_ERRORS, ValueError) as exc:
+            raise H2ConnectionError(
+                f"invalid HTTP2-Settings: {exc}", ErrorCodes.PROTOCOL_ERROR
+            ) from None
+        self._open_connection_window()
+        self._open.add(1)
+        self._flush()
+
+    def _open_connection_window(self) -> None:
+        if self._extra_window > 0:
+            self._conn.increment_flow_control_window(self._extra_window)
+
+    # Input.
+
+    def receive_data(self, data: bytes) -> list[StreamEvent]:
+        """Feed bytes from the peer; the events they complete, in order."""
+        conn = self._conn
+        try:
+            h2_events = conn.receive_data(data)
+        except _H2_ERRORS as exc:
+            error_code = getattr(exc, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
+            if not isinstance(exc, h2.exceptions.ProtocolError):
+                # h2 queued no GOAWAY for errors it did not classify.
+                self._goaway(error_code, conn.highest_inbound_stream_id)
+            self._flush()
+            raise H2ConnectionError(str(exc) or type(exc).__name__, error_code) from None
+        events: list[StreamEvent] = []
+        for event in h2_events:
+            self._translate(event, events)
+        self._flush()
+        return events
+
+    def _translate(self, event: h2.events.Event, events: list[StreamEvent]) -> None:
+        kind = type(event)
+        if kind is h2.events.DataReceived:
+            stream_id = event.stream_id
+            data = event.data
+            padding = event.flow_controlled_length - len(data)
+            if stream_id in self._open:
+                if padding:
+                    self._conn.acknowledge_received_data(padding, stream_id)
+                if data:
+                    events.append(StreamData(stream_id, data))
+            else:
+                # A stream this side already finished: nobody will consume it.
+                self._conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+        elif kind is h2.events.RequestReceived:
+            self._request(event.stream_id, event.headers, events)
+        elif kind is h2.events.StreamEnded:
+            if event.stream_id in self._open:
+                events.append(StreamEnded(event.stream_id))
+        elif kind is h2.events.StreamReset:
+            stream_id = event.stream_id
+            if stream_id in self._open:
+                self._open.discard(stream_id)
+                events.append(StreamReset(stream_id, int(event.error_code or 0), True))
+        elif kind is h2.events.WindowUpdated:
+            events.append(WindowUpdated(event.stream_id))
+        elif kind is h2.events.RemoteSettingsChanged:
+            if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
+                events.append(WindowUpdated(0))
+        elif kind is h2.events.TrailersReceived:
+            # ASGI has no request trailers; the stream's end is what matters.
+            pass
+        elif kind is h2.events.ConnectionTerminated:
+            events.append(
+                ConnectionTerminated(int(event.error_code or 0), event.last_stream_id or 0)
+            )
+        elif kind is h2.events.SettingsAcknowledged:
+            # h2 set its decoder's bound to the advertised size; a list between the two
+            # gets its 431 from ``_request`` instead of ending the connection.
+            self._conn.decoder.max_header_list_size = self._hard_header_limit
+        elif kind is h2.events.PingAckReceived and event.ping_data == GOAWAY_PING:
+            # Every request the peer sent before this PING has been seen.
+            self.finish_goaway()
+        if kind is h2.events.PingReceived or kind is h2.events.RemoteSettingsChanged:
+            events.append(ControlReceived())
+
+    def _request(
+        self, stream_id: int, fields: list[tuple[bytes, bytes]], events: list[StreamEvent]
+    ) -> None:
+        method = path = scheme = authority = protocol = None
+        headers: list[tuple[bytes, bytes]] = []
+        size = 0
+        for name, value in fields:
+            size += len(name) + len(value) + _FIELD_OVERHEAD
+            if name[:1] != b":":
+                headers.append((name, value))
+            elif name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":scheme":
+                scheme = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":protocol":
+                protocol = value
+        if self._goaway_stream_id is not None and stream_id > self._goaway_stream_id:
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if len(self._open) >= self._max_streams:
+            # Before the peer has acknowledged the limit, h2 cannot enforce it (RFC 9113 §5.1.2).
+            self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            return
+        if size > self._header_list_limit:
+            self._reject(stream_id, 431)
+            return
+        if method == b"CONNECT" and (protocol is None or not self.connect_protocol):
+            # A CONNECT tunnel (RFC 9113 §8.5) is a proxy's job, not an ASGI app's.
+            self._reject(stream_id, 501)
+            return
+        if protocol is not None and protocol not in SUPPORTED_PROTOCOLS:
+            self._reject(stream_id, 501)
+            return
+        if authority is not None:
+            # RFC 9113 §8.3.1: ``:authority`` stands for Host, which it replaces.
+            headers = [(b"host", authority), *(f for f in headers if f[0] != b"host")]
+        self._open.add(stream_id)
+        events.append(
+            RequestReceived(
+                method=method or b"",
+                target=path or b"",
+                headers=tuple(headers),
+                http_version="2",
+                stream_id=stream_id,
+                scheme=scheme,
+                authority=authority,
+                protocol=protocol,
+            )
+        )
+
+    def _reject(self, stream_id: int, status: int) -> None:
+        """Answer a request no app will see, and stop the rest of it from coming."""
+        # No body: the peer's window may be too small for one.
+        self._conn.send_headers(stream_id, [(b":status", str(status).encode())], end_stream=True)
+        if self._stream_open(stream_id):
+            self._reset(stream_id, ErrorCodes.NO_ERROR)
+
+    # Output, per stream.
+
+    def send_headers(
+        self, stream_id: int, status: int, headers: list[tuple[bytes, bytes]], end: bool
+    ) -> None:
+        """Queue the response head; ``end`` when no body follows."""
+        fields = [(b":status", str(status).encode()), *_response_headers(headers)]
+        self._call(self._conn.send_headers, stream_id, fields, end_stream=end)
+
+    def send_informational(
+        self, stream_id: int, status: int, headers: list[tuple[bytes, bytes]]
+    ) -> None:
+        """Queue an interim 1xx response (e.g. 103 Early Hints)."""
+        self.send_headers(stream_id, status, headers, False)
+
+    def send_trailers(self, stream_id: int, headers: list[tuple[bytes, bytes]]) -> None:
+        """Queue the trailer section, which ends the response."""
+        self._call(self._conn.send_headers, stream_id, _response_headers(headers), end_stream=True)
+
+    def window(self, stream_id: int) -> int:
+        """Bytes of body the peer's flow-control windows let ``stream_id`` send now."""
+        try:
+            return self._conn.local_flow_control_window(stream_id)
+        except h2.exceptions.StreamClosedError:
+            raise StreamClosed(f"stream {stream_id} is closed") from None
+        except h2.exceptions.ProtocolError as exc:
+            raise StreamClosed(str(exc)) from None
+
+    def send_data(self, stream_id: int, data: bytes | memoryview, end: bool) -> int:
+        """Queue as much of ``data`` as the windows allow, in frames the peer accepts;
+        ``end`` applies only if all of it went. Returns the number of bytes queued."""
+        conn = self._conn
+        window = self.window(stream_id)
+        total = len(data)
+        if total == 0:
+            if end:
+                self._call(conn.send_data, stream_id, b"", end_stream=True)
+            return 0
+        frame_size = conn.max_outbound_frame_size
+        sent = 0
+        while sent < total and window > 0:
+            size = min(total - sent, window, frame_size)
+            last = sent + size == total
+            self._call(conn.send_data, stream_id, data[sent : sent + size], end_stream=end and last)
+            sent += size
+            window -= size
+        return sent
+
+    def acknowledge(self, stream_id: int, size: int) -> None:
+        """``size`` body bytes of ``stream_id`` were consumed: give them back to the windows."""
+        if size:
+            self._call(self._conn.acknowledge_received_data, size, stream_id)
+
+    def reset(self, stream_id: int, error_code: int = ErrorCodes.INTERNAL_ERROR) -> None:
+        """Abort the stream with RST_STREAM, unless it is closed already."""
+        if stream_id in self._open or self._stream_open(stream_id):
+            self._reset(stream_id, error_code)
+
+    def stream_finished(self, stream_id: int) -> None:
+        """The caller is done with the stream: a request still sending its body is told to
+        stop (RFC 9113 §8.1, RST_STREAM ``NO_ERROR`` after a complete response)."""
+        self._open.discard(stream_id)
+        if self._stream_open(stream_id):
+            self._reset(stream_id, ErrorCodes.NO_ERROR)
+
+    def _stream_open(self, stream_id: int) -> bool:
+        stream = self._conn.streams.get(stream_id)
+        return stream is not None and not stream.closed
+
+    def _reset(self, stream_id: int, error_code: int) -> None:
+        self._open.discard(stream_id)
+        try:
+            self._conn.reset_stream(stream_id, error_code)
+        except _H2_ERRORS:
+            return
+        self._flush()
+
+    # Output, connection-wide.
+
+    def begin_goaway(self) -> None:
+        """First step of a graceful shutdown: GOAWAY naming the highest stream id, and a PING
+        whose answer shows that requests sent before it were all seen (RFC 9113 §6.8)."""
+        if self._goaway_stream_id is None:
+            self._goaway(ErrorCodes.NO_ERROR, MAX_STREAM_ID)
+            self._out += PingFrame(0, opaque_data=GOAWAY_PING).serialize()
+
+    def finish_goaway(self, error_code: int = ErrorCodes.NO_ERROR) -> None:
+        """Final GOAWAY: no stream above the highest one seen will be served."""
+        if not self._final_goaway or error_code != ErrorCodes.NO_ERROR:
+            self._final_goaway = True
+            self._goaway(error_code, self._conn.highest_inbound_stream_id)
+
+    def _goaway(self, error_code: int, last_stream_id: int) -> None:
+        self._goaway_stream_id = min(last_stream_id, self._goaway_stream_id or MAX_STREAM_ID)
+        self._out += GoAwayFrame(
+            0, last_stream_id=self._goaway_stream_id, error_code=error_code
+        ).serialize()
+
+    @property
+    def goaway_sent(self) -> bool:
+        """A GOAWAY was queued: no new stream will be served (or soon none)."""
+        return self._goaway_stream_id is not None
+
+    @property
+    def goaway_final(self) -> bool:
+        """The last GOAWAY was queued: once the streams below it end, the connection closes."""
+        return self._final_goaway
+
+    @property
+    def open_streams(self) -> int:
+        """Requests handed out and not yet finished or reset."""
+        return len(self._open)
+
+    def data_to_send(self) -> bytes:
+        """Everything queued for the peer since the last call."""
+        self._flush()
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    @property
+    def pending_output_size(self) -> int:
+        """Bytes queued and not yet taken by :meth:`data_to_send`."""
+        self._flush()
+        return len(self._out)
+
+    def _call(self, method, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        try:
+            method(*args, **kwargs)
+        except (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError) as exc:
+            raise StreamClosed(str(exc) or type(exc).__name__) from None
+
+    def _flush(self) -> None:
+        data = self._conn.data_to_send()
+        if data:
+            self._out += data
+
+
+def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """The app's headers minus those HTTP/2 forbids (RFC 9113 §8.2.2)."""
+    return [
+        field
+        for field in headers
+        if field[0] not in _CONNECTION_FIELDS and (field[0] != b"te" or field[1] == b"trailers")
+    ]
