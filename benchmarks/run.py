@@ -584,7 +584,7 @@ def render(
     )
     lines += ["```", ""]
     lines.append(
-        "HTTP/2 (h2load) is not measured yet: Palfrey does not serve HTTP/2. Bare-trio rows "
+        "HTTP/2 is measured by `benchmarks/h2c.py` (results/http2.md). Bare-trio rows "
         "answer /plaintext only, so they have no POST or streaming figures."
     )
     return "\n".join(lines) + "\n"
