@@ -47,6 +47,11 @@ from palfrey.protocols.events import (
     StreamReset,
     WindowUpdated,
 )
+from palfrey.protocols.h2_fields import (
+    MalformedRequest,
+    check_trailer_fields,
+    parse_request_fields,
+)
 
 ErrorCodes = h2.errors.ErrorCodes
 
@@ -61,8 +66,6 @@ _CONNECTION_FIELDS = frozenset(
 )
 #: The ``:protocol`` values an extended CONNECT may ask for (RFC 8441 §4).
 SUPPORTED_PROTOCOLS = frozenset((b"websocket",))
-#: The size RFC 7541 §4.1 counts per header field on top of its name and value.
-_FIELD_OVERHEAD = 32
 #: h2's own header-list bound, a multiple of the advertised one: a list between the
 #: two gets a 431 on its stream, a larger one ends the connection.
 _HARD_HEADER_LIST_FACTOR = 4
@@ -114,8 +117,10 @@ class H2Protocol:
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
-            validate_inbound_headers=True,
-            normalize_inbound_headers=True,
+            # Checked (and cookies joined) in one pass by ``parse_request_fields``, which
+            # answers a malformed request with a stream error rather than h2's GOAWAY.
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
             # Responses are validated by the ASGI bridge and filtered in ``_response_headers``.
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
@@ -218,8 +223,15 @@ class H2Protocol:
             if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 events.append(WindowUpdated(0))
         elif kind is h2.events.TrailersReceived:
-            # ASGI has no request trailers; the stream's end is what matters.
-            pass
+            # ASGI has no request trailers; they are only checked, and the stream's
+            # end (a StreamEnded event of its own) is what matters.
+            try:
+                check_trailer_fields(event.headers)
+            except MalformedRequest:
+                stream_id = event.stream_id
+                if stream_id in self._open:
+                    events.append(StreamReset(stream_id, ErrorCodes.PROTOCOL_ERROR, False))
+                self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
         elif kind is h2.events.ConnectionTerminated:
             events.append(
                 ConnectionTerminated(int(event.error_code or 0), event.last_stream_id or 0)
@@ -237,23 +249,6 @@ class H2Protocol:
     def _request(
         self, stream_id: int, fields: list[tuple[bytes, bytes]], events: list[StreamEvent]
     ) -> None:
-        method = path = scheme = authority = protocol = None
-        headers: list[tuple[bytes, bytes]] = []
-        size = 0
-        for name, value in fields:
-            size += len(name) + len(value) + _FIELD_OVERHEAD
-            if name[:1] != b":":
-                headers.append((name, value))
-            elif name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":scheme":
-                scheme = value
-            elif name == b":authority":
-                authority = value
-            elif name == b":protocol":
-                protocol = value
         if self._goaway_stream_id is not None and stream_id > self._goaway_stream_id:
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
@@ -261,9 +256,16 @@ class H2Protocol:
             # Before the peer has acknowledged the limit, h2 cannot enforce it (RFC 9113 §5.1.2).
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
-        if size > self._header_list_limit:
+        try:
+            head = parse_request_fields(fields)
+        except MalformedRequest:
+            self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
+            return
+        if head.size > self._header_list_limit:
             self._reject(stream_id, 431)
             return
+        method = head.method
+        protocol = head.protocol
         if method == b"CONNECT" and (protocol is None or not self.connect_protocol):
             # A CONNECT tunnel (RFC 9113 §8.5) is a proxy's job, not an ASGI app's.
             self._reject(stream_id, 501)
@@ -271,18 +273,20 @@ class H2Protocol:
         if protocol is not None and protocol not in SUPPORTED_PROTOCOLS:
             self._reject(stream_id, 501)
             return
+        headers = head.headers
+        authority = head.authority
         if authority is not None:
             # RFC 9113 §8.3.1: ``:authority`` stands for Host, which it replaces.
             headers = [(b"host", authority), *(f for f in headers if f[0] != b"host")]
         self._open.add(stream_id)
         events.append(
             RequestReceived(
-                method=method or b"",
-                target=path or b"",
+                method=method,
+                target=head.path or b"",
                 headers=tuple(headers),
                 http_version="2",
                 stream_id=stream_id,
-                scheme=scheme,
+                scheme=head.scheme,
                 authority=authority,
                 protocol=protocol,
             )

@@ -129,6 +129,7 @@ class H2Connection:
         "nursery",
         "protocol",
         "scheme",
+        "sending",
         "server",
         "state",
         "stream_upgrade",
@@ -159,10 +160,14 @@ class H2Connection:
         self.server = server
         self.stream_upgrade = stream_upgrade
         self.nursery: trio.Nursery | None = None
-        #: HTTP/2 answers errors in frames; it never lingers like HTTP/1.1.
-        self.linger = False
+        #: Close gently (half-close, then drain briefly), so that input still in
+        #: flight does not make the kernel reset the connection and destroy the
+        #: final GOAWAY before the peer reads it; not when the peer is gone.
+        self.linger = True
         #: False once a write failed: the peer is gone or too slow, nothing more is sent.
         self.writable = True
+        #: The writer is in the middle of a send (so queued output may be piling up).
+        self.sending = False
         self._initial_data = initial_data
         #: The request that arrived as ``Upgrade: h2c`` (served as stream 1) and its body.
         self._upgraded = upgraded
@@ -398,6 +403,7 @@ class H2Connection:
 
     def _lose_peer(self) -> None:
         self.writable = False
+        self.linger = False
         for stream in list(self._streams.values()):
             stream.lost()
 
@@ -429,7 +435,9 @@ class H2Connection:
                 self._output_ready = trio.Event()
                 data = protocol.data_to_send()
                 if data:
+                    self.sending = True
                     await send_all(data)
+                    self.sending = False
                     continue
                 room, self._room = self._room, trio.Event()
                 room.set()
@@ -480,7 +488,8 @@ class H2Stream:
         self._received = 0
         self._body_wait: trio.Event | None = None
         self._window_wait: trio.Event | None = None
-        self._gone_event = trio.Event()
+        #: Made when the app first waits for a disconnect; most streams never do.
+        self._gone_event: trio.Event | None = None
         self._head_only = request.method == b"HEAD"
         #: The stream can take no more frames: reset by the peer, or the connection lost.
         self.gone = False
@@ -516,7 +525,8 @@ class H2Stream:
 
     def lost(self) -> None:
         self.gone = True
-        self._gone_event.set()
+        if self._gone_event is not None:
+            self._gone_event.set()
         self._wake_body()
         self.window_opened()
 
@@ -556,6 +566,11 @@ class H2Stream:
             self.pending_error = ProtocolError("Timed out reading the request body", 408)
 
     async def wait_disconnected(self) -> None:
+        if self.gone:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._gone_event is None:
+            self._gone_event = trio.Event()
         await self._gone_event.wait()
 
     async def refuse(self) -> None:
@@ -659,7 +674,9 @@ class H2Stream:
     async def _after_write(self) -> None:
         """The send's checkpoint; it waits while the socket has too much to take."""
         connection = self.connection
-        if connection.protocol.pending_output_size > OUTPUT_HIGH_WATER:
+        # Output piles up only while the writer is in a send: an idle writer takes
+        # everything queued at once, and then the size need not be looked at.
+        if connection.sending and connection.protocol.pending_output_size > OUTPUT_HIGH_WATER:
             await connection.wait_for_room()
             self._check_open()
         else:
