@@ -2,9 +2,10 @@
 
 The ``http`` option names the candidates: ``h11`` and ``httptools`` mean
 HTTP/1.1 only, ``h2`` HTTP/2 only, and ``auto`` both. Under TLS, ALPN has
-already chosen; in cleartext ``auto`` looks at the first bytes for the HTTP/2
-connection preface (prior knowledge, RFC 9113 §3.3) and otherwise serves
-HTTP/1.1, where ``Upgrade: h2c`` can still switch (:mod:`palfrey.transport.h2c`).
+usually chosen already; otherwise ``auto`` looks at the first bytes for the
+HTTP/2 connection preface (prior knowledge, RFC 9113 §3.3) and serves
+HTTP/1.1 when it is not there, where ``Upgrade: h2c`` can still switch in
+cleartext (:mod:`palfrey.transport.h2c`).
 WebSocket arrives as an HTTP/1.1 upgrade or as an HTTP/2 extended CONNECT.
 The accept loop stays protocol-blind.
 """
@@ -77,16 +78,17 @@ async def open_connection(
     http = state.config.http
     scheme = "https" if tls else "http"
     initial = b""
-    if tls:
-        use_h2 = transport.selected_alpn_protocol() == "h2"  # type: ignore[attr-defined]
-    elif http == "auto":
+    alpn = transport.selected_alpn_protocol() if tls else None  # type: ignore[attr-defined]
+    if http != "auto" or alpn is not None:
+        # ALPN chose; or one protocol is served whatever the client says, and a
+        # client speaking another one gets that protocol's error.
+        use_h2 = alpn == "h2" if alpn is not None else http == "h2"
+    else:
         peeked = await _peek(transport, state, control)
         if peeked is None:
             return None
         initial = peeked
         use_h2 = initial.startswith(PREFACE)
-    else:
-        use_h2 = http == "h2"
     if use_h2:
         return open_h2_connection(
             transport, state, control, scheme=scheme, client=client, server=server, initial=initial
