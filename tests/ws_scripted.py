@@ -65,6 +65,8 @@ class ScriptedSource:
 class ScriptedTransport:
     """The glue H1WebSocket puts around a MessageReader, with the socket writes recorded."""
 
+    accept_status = 101
+
     def __init__(self, *events: WebSocketEvent, max_queue: int = 32) -> None:
         self.source = ScriptedSource(*events)
         self.reader = MessageReader(self.source, max_queue)

@@ -68,6 +68,10 @@ class WebSocketTransport(Protocol):
     Every async method is a trio checkpoint, also when it does no I/O.
     """
 
+    #: The status an accepted handshake answers with: 101 over HTTP/1.1, 200 over
+    #: HTTP/2 (RFC 8441 §5), which the access log shows.
+    accept_status: int
+
     async def accept(self, subprotocol: str | None, headers: list[tuple[bytes, bytes]]) -> None: ...
 
     async def send_head(
@@ -119,7 +123,8 @@ class WebSocketSession:
     transport: WebSocketTransport
     defaults: DefaultHeaders
     phase: Phase = Phase.CONNECTING
-    #: Status of the handshake answer (101 accepted, otherwise an HTTP response), for logs.
+    #: Status of the handshake answer (the transport's ``accept_status`` when accepted,
+    #: otherwise an HTTP response), for logs.
     status: int = 0
     #: (code, reason) reported to the app once the phase is ``CLOSED``.
     _disconnect: tuple[int, str] = (ABNORMAL_CLOSURE, "")
@@ -251,7 +256,7 @@ class WebSocketSession:
         ):
             raise TypeError(f"'subprotocol' must be a token str or None, got {subprotocol!r}")
         headers = self.defaults.merge(validate_headers(message.get("headers", ())))
-        self.status = 101
+        self.status = self.transport.accept_status
         self._log_access()
         try:
             await self.transport.accept(subprotocol, headers)

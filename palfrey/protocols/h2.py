@@ -35,7 +35,7 @@ import h2.exceptions
 import h2.settings
 import hpack
 import hyperframe.exceptions
-from hyperframe.frame import GoAwayFrame, PingFrame
+from hyperframe.frame import GoAwayFrame, PingFrame, SettingsFrame
 
 from palfrey.protocols.events import (
     ConnectionTerminated,
@@ -57,6 +57,8 @@ ErrorCodes = h2.errors.ErrorCodes
 
 #: The highest stream id; the first GOAWAY of a graceful shutdown names it (RFC 9113 §6.8).
 MAX_STREAM_ID = 2**31 - 1
+#: What an HTTP/2 client sends first (RFC 9113 §3.4).
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Opaque data of the PING that follows the first GOAWAY.
 GOAWAY_PING = b"palfrey!"
 
@@ -96,12 +98,15 @@ class H2Protocol:
         "_conn",
         "_extra_window",
         "_final_goaway",
+        "_frame_header",
+        "_frame_left",
         "_goaway_stream_id",
         "_hard_header_limit",
         "_header_list_limit",
         "_max_streams",
         "_open",
         "_out",
+        "_preface_left",
         "connect_protocol",
     )
 
@@ -127,7 +132,6 @@ class H2Protocol:
         )
         conn = h2.connection.H2Connection(config=config)
         settings: dict[int, int] = {
-            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: max_concurrent_streams,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: max_inbound_frame_size,
         }
@@ -145,6 +149,11 @@ class H2Protocol:
         #: Set once GOAWAY went out: streams above it are refused.
         self._goaway_stream_id: int | None = None
         self._final_goaway = False
+        #: Where the peer's byte stream is: connection preface bytes still to come,
+        #: the part of a frame header received, the frame body bytes still to come.
+        self._preface_left = len(PREFACE)
+        self._frame_header = b""
+        self._frame_left = 0
         self.connect_protocol = connect_protocol
         self._extra_window = connection_window - conn.inbound_flow_control_window
 
@@ -153,6 +162,7 @@ class H2Protocol:
     def initiate(self) -> None:
         """Queue the server's connection preface (SETTINGS, then the larger connection window)."""
         self._conn.initiate_connection()
+        self._advertise_stream_limit()
         self._open_connection_window()
         self._flush()
 
@@ -165,9 +175,23 @@ class H2Protocol:
             raise H2ConnectionError(
                 f"invalid HTTP2-Settings: {exc}", ErrorCodes.PROTOCOL_ERROR
             ) from None
+        self._advertise_stream_limit()
         self._open_connection_window()
         self._open.add(1)
         self._flush()
+
+    def _advertise_stream_limit(self) -> None:
+        """SETTINGS_MAX_CONCURRENT_STREAMS in a SETTINGS frame of its own.
+
+        Given to h2, the limit is enforced by h2 as a connection error for the
+        first stream over it; kept out of h2, ``_request`` refuses just that
+        stream (REFUSED_STREAM, RFC 9113 §5.1.2). The peer acknowledges this
+        frame separately; h2 takes the extra ACK as acknowledging nothing.
+        """
+        self._flush()
+        frame = SettingsFrame(0)
+        frame.settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = self._max_streams
+        self._out += frame.serialize()
 
     def _open_connection_window(self) -> None:
         if self._extra_window > 0:
@@ -179,19 +203,61 @@ class H2Protocol:
         """Feed bytes from the peer; the events they complete, in order."""
         conn = self._conn
         try:
+            self._check_frame_sizes(data)
             h2_events = conn.receive_data(data)
         except _H2_ERRORS as exc:
             error_code = getattr(exc, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
-            if not isinstance(exc, h2.exceptions.ProtocolError):
-                # h2 queued no GOAWAY for errors it did not classify.
-                self._goaway(error_code, conn.highest_inbound_stream_id)
-            self._flush()
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, hpack.HPACKError) and error_code == ErrorCodes.PROTOCOL_ERROR:
+                # h2 reports a header block it cannot decode as PROTOCOL_ERROR;
+                # RFC 9113 §4.3 asks for COMPRESSION_ERROR.
+                error_code = ErrorCodes.COMPRESSION_ERROR
+            self._conn_failed(error_code)
             raise H2ConnectionError(str(exc) or type(exc).__name__, error_code) from None
         events: list[StreamEvent] = []
         for event in h2_events:
             self._translate(event, events)
         self._flush()
         return events
+
+    def _conn_failed(self, error_code: int) -> None:
+        """The connection is over: h2's own output is dropped (it may hold a GOAWAY with
+        another code, or none, as after a bad preface) and one GOAWAY says why."""
+        self._conn.data_to_send()
+        self._goaway(error_code, self._conn.highest_inbound_stream_id)
+
+    def _check_frame_sizes(self, data: bytes) -> None:
+        """Refuse a frame longer than SETTINGS_MAX_FRAME_SIZE at its header.
+
+        h2 checks the length only once the whole frame has arrived, so a peer
+        could make it buffer up to 16 MiB per connection. This follows the frame
+        boundaries (headers only; bodies are skipped by count).
+        """
+        size = len(data)
+        position = min(self._preface_left, size)
+        if position:
+            start = len(PREFACE) - self._preface_left
+            if data[:position] != PREFACE[start : start + position]:
+                raise h2.exceptions.ProtocolError("invalid connection preface")
+            self._preface_left -= position
+        while position < size:
+            if self._frame_left:
+                step = min(self._frame_left, size - position)
+                self._frame_left -= step
+                position += step
+                continue
+            header = self._frame_header + data[position : position + 9 - len(self._frame_header)]
+            position += len(header) - len(self._frame_header)
+            if len(header) < 9:
+                self._frame_header = header
+                return
+            self._frame_header = b""
+            length = int.from_bytes(header[:3], "big")
+            if length > self._conn.max_inbound_frame_size:
+                raise h2.exceptions.FrameTooLargeError(
+                    f"frame of {length} bytes; the limit is {self._conn.max_inbound_frame_size}"
+                )
+            self._frame_left = length
 
     def _translate(self, event: h2.events.Event, events: list[StreamEvent]) -> None:
         kind = type(event)
@@ -253,8 +319,10 @@ class H2Protocol:
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
             return
         if len(self._open) >= self._max_streams:
-            # Before the peer has acknowledged the limit, h2 cannot enforce it (RFC 9113 §5.1.2).
             self._reset(stream_id, ErrorCodes.REFUSED_STREAM)
+            # Counted with the peer's resets: opening streams only to have them
+            # refused costs the server as much as resetting them.
+            events.append(StreamReset(stream_id, ErrorCodes.REFUSED_STREAM, False))
             return
         try:
             head = parse_request_fields(fields)
@@ -294,8 +362,16 @@ class H2Protocol:
 
     def _reject(self, stream_id: int, status: int) -> None:
         """Answer a request no app will see, and stop the rest of it from coming."""
-        # No body: the peer's window may be too small for one.
-        self._conn.send_headers(stream_id, [(b":status", str(status).encode())], end_stream=True)
+        if not self._stream_open(stream_id):
+            # Reset, or the connection ended, later in the same read: no one to answer.
+            return
+        try:
+            # No body: the peer's window may be too small for one.
+            self._conn.send_headers(
+                stream_id, [(b":status", str(status).encode())], end_stream=True
+            )
+        except _H2_ERRORS:
+            return
         if self._stream_open(stream_id):
             self._reset(stream_id, ErrorCodes.NO_ERROR)
 

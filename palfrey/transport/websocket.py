@@ -143,6 +143,9 @@ class H1WebSocket:
         "receive_message",
     )
 
+    #: What the handshake's acceptance answers with (RFC 6455 §4.2.2).
+    accept_status = 101
+
     def __init__(
         self,
         connection: H1Connection,
@@ -160,7 +163,7 @@ class H1WebSocket:
         self.receive_message = self.reader.receive_message
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
-        self._writing = _WriteTurn()
+        self._writing = WriteTurn()
         #: The handshake is answered (accepted, refused, or the app gave up on it).
         self._answered = trio.Event()
         self._accepted = False
@@ -451,7 +454,7 @@ class H1WebSocket:
             self.reader.stop(_LOST)
 
 
-class _WriteTurn:
+class WriteTurn:
     """Writers to the stream take turns, through a :class:`trio.Lock` taken without a yield.
 
     ``async with lock`` yields to the scheduler even when the lock is free, a

@@ -1,0 +1,329 @@
+"""One HTTP/2 stream seen from the ASGI bridge: the :class:`~palfrey.asgi.http.HTTPStream`
+of one request, and the byte pipe of an extended CONNECT (RFC 8441).
+
+The connection's reader hands a stream what arrives for it (``data_received``,
+``ended``, ``window_opened``, ``lost``); the bridge pulls the body and pushes
+the response through the ``HTTPStream`` methods. Writing only *queues* frames
+in the connection's :class:`~palfrey.protocols.h2.H2Protocol` and wakes its
+writer, so a cancelled send never tears a frame: at worst the stream is reset.
+Request body is acknowledged (its window handed back) as it is taken, which is
+what pushes back on the client; a response waits for the client's window at
+most ``--timeout-send``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from palfrey.asgi.errors import ClientDisconnected
+from palfrey.asgi.messages import plain_text_headers
+from palfrey.protocols.events import ProtocolError
+from palfrey.protocols.h2 import ErrorCodes, StreamClosed
+from palfrey.protocols.status import reason_phrase
+
+if TYPE_CHECKING:
+    from palfrey.protocols.events import RequestReceived
+    from palfrey.transport.http2 import H2Connection
+
+#: Bytes queued for the socket beyond which streams and the reader wait for the writer.
+OUTPUT_HIGH_WATER = 64 * 1024
+
+
+class H2Stream:
+    """One request on an HTTP/2 connection: the :class:`~palfrey.asgi.http.HTTPStream`
+    :class:`~palfrey.asgi.http.HTTPCycle` serves."""
+
+    __slots__ = (
+        "_body_wait",
+        "_ended",
+        "_gone_event",
+        "_head_only",
+        "_received",
+        "_window_wait",
+        "chunks",
+        "complete",
+        "connection",
+        "gone",
+        "head_sent",
+        "pending_error",
+        "stream_id",
+        "supports_early_hints",
+        "supports_trailers",
+        "tunnel",
+    )
+
+    def __init__(self, connection: H2Connection, request: RequestReceived) -> None:
+        self.connection = connection
+        self.stream_id = request.stream_id
+        self.chunks: list[bytes] = []
+        self._ended = False
+        self._received = 0
+        self._body_wait: trio.Event | None = None
+        self._window_wait: trio.Event | None = None
+        #: Made when the app first waits for a disconnect; most streams never do.
+        self._gone_event: trio.Event | None = None
+        self._head_only = request.method == b"HEAD"
+        #: The stream can take no more frames: reset by the peer, or the connection lost.
+        self.gone = False
+        self.head_sent = False
+        #: The response went out whole (END_STREAM queued).
+        self.complete = False
+        self.pending_error: ProtocolError | None = None
+        self.supports_trailers = True
+        self.supports_early_hints = True
+        #: An extended CONNECT (RFC 8441): the DATA is a tunnel's bytes, not a request
+        #: body, so the body's limit and read timeout do not apply (see ``receive_tunnel``).
+        self.tunnel = request.protocol is not None
+
+    # Called by the connection's reader.
+
+    def data_received(self, data: bytes) -> None:
+        self._received += len(data)
+        limit = self.connection.state.config.limit_request_body
+        if limit is not None and self._received > limit and not self.tunnel:
+            if self.pending_error is None:
+                self.pending_error = ProtocolError("Request body too large", 413)
+                self._wake_body()
+            # Not buffered: nobody will read it.
+            self.connection.protocol.acknowledge(self.stream_id, len(data))
+            return
+        self.chunks.append(data)
+        self._wake_body()
+
+    def ended(self) -> None:
+        self._ended = True
+        self._wake_body()
+
+    def window_opened(self) -> None:
+        if self._window_wait is not None:
+            self._window_wait.set()
+
+    def lost(self) -> None:
+        self.gone = True
+        if self._gone_event is not None:
+            self._gone_event.set()
+        self._wake_body()
+        self.window_opened()
+
+    def unread_size(self) -> int:
+        """Body bytes buffered and never consumed, to hand back to the connection window."""
+        return sum(len(chunk) for chunk in self.chunks)
+
+    def _wake_body(self) -> None:
+        if self._body_wait is not None:
+            self._body_wait.set()
+
+    # HTTPStream.
+
+    async def receive_body(self) -> tuple[bytes, bool] | None:
+        chunks = self.chunks
+        while True:
+            if self.gone or self.pending_error is not None:
+                await trio.lowlevel.checkpoint()
+                return None
+            if chunks:
+                # The call's checkpoint, taken before the chunk leaves the list so
+                # that a cancel loses nothing.
+                await trio.lowlevel.checkpoint()
+                data = chunks.pop(0)
+                connection = self.connection
+                connection.protocol.acknowledge(self.stream_id, len(data))
+                connection.kick()
+                return data, bool(chunks) or not self._ended
+            if self._ended:
+                await trio.lowlevel.checkpoint()
+                return b"", False
+            self._body_wait = wait = trio.Event()
+            with trio.move_on_after(self.connection.state.config.timeout_request_body):
+                await wait.wait()
+                continue
+            # RFC 9110 §15.5.9; sent only if the response has not started.
+            self.pending_error = ProtocolError("Timed out reading the request body", 408)
+
+    async def wait_disconnected(self) -> None:
+        if self.gone:
+            await trio.lowlevel.checkpoint()
+            return
+        if self._gone_event is None:
+            self._gone_event = trio.Event()
+        await self._gone_event.wait()
+
+    async def refuse(self) -> None:
+        await self.send_error(503)
+
+    async def send_error(self, status: int) -> None:
+        body = reason_phrase(status)
+        headers = plain_text_headers(self.connection.state.defaults, body)
+        try:
+            await self.send_head(status, headers, body, True)
+        except ClientDisconnected:
+            return
+
+    async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        self._check_open()
+        self._queued(self.connection.protocol.send_informational, status, headers)
+        await self._after_write()
+
+    async def send_head(
+        self, status: int, headers: list[tuple[bytes, bytes]], body: bytes, end: bool
+    ) -> None:
+        self._check_open()
+        if self._head_only or status in (204, 304):
+            body = b""
+        self.head_sent = True
+        self._queued(
+            self.connection.protocol.send_headers,
+            status,
+            headers,
+            end and not body,
+            end=end and not body,
+        )
+        if body:
+            await self._send_data(body, end)
+        else:
+            await self._after_write()
+
+    async def send_body(self, body: bytes, end: bool) -> None:
+        if self._head_only:
+            body = b""
+        if body or end:
+            self._check_open()
+            await self._send_data(body, end)
+        else:
+            await trio.lowlevel.checkpoint()
+
+    async def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> None:
+        self._check_open()
+        self._queued(self.connection.protocol.send_trailers, headers, end=True)
+        await self._after_write()
+
+    # Writing.
+
+    def _check_open(self) -> None:
+        if self.gone or not self.connection.writable:
+            raise ClientDisconnected("the stream was reset or the connection lost")
+
+    def _queued(self, method: Any, *args: Any, end: bool = False) -> None:
+        try:
+            method(self.stream_id, *args)
+        except StreamClosed:
+            self.lost()
+            raise ClientDisconnected("the stream was reset") from None
+        if end:
+            self.complete = True
+        self.connection.kick()
+
+    async def _send_data(self, body: bytes, end: bool) -> None:
+        connection = self.connection
+        protocol = connection.protocol
+        view = memoryview(body) if len(body) > 16384 else body
+        offset = 0
+        total = len(body)
+        while True:
+            try:
+                offset += protocol.send_data(self.stream_id, view[offset:], end)
+            except StreamClosed:
+                self.lost()
+                raise ClientDisconnected("the stream was reset") from None
+            connection.kick()
+            if offset >= total:
+                break
+            await self._wait_for_window()
+        if end:
+            self.complete = True
+        await self._after_write()
+
+    async def _wait_for_window(self) -> None:
+        """The peer's window is shut: wait for it to open, at most ``--timeout-send``."""
+        self._window_wait = wait = trio.Event()
+        with trio.move_on_after(self.connection.state.config.timeout_send):
+            await wait.wait()
+            self._window_wait = None
+            self._check_open()
+            return
+        self._window_wait = None
+        self.connection.protocol.reset(self.stream_id, ErrorCodes.CANCEL)
+        self.lost()
+        raise ClientDisconnected("the client kept its flow-control window shut")
+
+    async def _after_write(self) -> None:
+        """The send's checkpoint; it waits while the socket has too much to take."""
+        connection = self.connection
+        # Output piles up only while the writer is in a send: an idle writer takes
+        # everything queued at once, and then the size need not be looked at.
+        if connection.sending and connection.protocol.pending_output_size > OUTPUT_HIGH_WATER:
+            await connection.wait_for_room()
+            self._check_open()
+        else:
+            await trio.lowlevel.checkpoint()
+
+    # Tunnels: an extended CONNECT's stream (RFC 8441) carries another protocol's bytes.
+
+    async def receive_tunnel(self) -> bytes | None:
+        """The next DATA chunk, its window handed back as it is taken (the back-pressure);
+        ``b""`` once the peer ended its side, None once the stream is gone.
+
+        Unlike :meth:`receive_body` it waits without a deadline: the tunnel's
+        protocol keeps its own timers (WebSocket pings). A cancel loses nothing.
+        """
+        chunks = self.chunks
+        while True:
+            if self.gone:
+                await trio.lowlevel.checkpoint()
+                return None
+            if chunks:
+                await trio.lowlevel.checkpoint()
+                data = chunks.pop(0)
+                connection = self.connection
+                connection.protocol.acknowledge(self.stream_id, len(data))
+                connection.kick()
+                return data
+            if self._ended:
+                await trio.lowlevel.checkpoint()
+                return b""
+            self._body_wait = wait = trio.Event()
+            await wait.wait()
+
+    async def send_tunnel(self, data: bytes, end: bool = False) -> None:
+        """Queue ``data`` whole as DATA as the peer's windows allow (then END_STREAM if ``end``).
+
+        A send cut short after part of ``data`` was queued (cancelled, or the
+        window kept shut past ``--timeout-send``) resets the stream with
+        CANCEL: the rest would never follow, and the peer would read the next
+        message as the end of this one. Raises :class:`ClientDisconnected`
+        once the stream is gone. A cancel in the final checkpoint leaves
+        ``data`` queued whole and the stream usable.
+        """
+        self._check_open()
+        connection = self.connection
+        protocol = connection.protocol
+        view = memoryview(data) if len(data) > 16384 else data
+        total = len(data)
+        offset = 0
+        while True:
+            try:
+                offset += protocol.send_data(self.stream_id, view[offset:], end)
+            except StreamClosed:
+                self.lost()
+                raise ClientDisconnected("the stream was reset") from None
+            connection.kick()
+            if offset >= total:
+                break
+            try:
+                await self._wait_for_window()
+            except BaseException:
+                self.reset(ErrorCodes.CANCEL)
+                raise
+        if end:
+            self.complete = True
+        await self._after_write()
+
+    def reset(self, error_code: int = ErrorCodes.CANCEL) -> None:
+        """Abort the stream now with RST_STREAM ``error_code``; it takes no more frames."""
+        if self.gone:
+            return
+        self.connection.protocol.reset(self.stream_id, error_code)
+        self.connection.kick()
+        self.lost()
