@@ -216,6 +216,13 @@ class H2Stream:
         self.connection.kick()
 
     async def _send_data(self, body: bytes, end: bool) -> None:
+        """Queue ``body`` whole as DATA as the peer's windows allow (then END_STREAM if ``end``).
+
+        A send cut short after part of ``body`` was queued (cancelled, or the
+        window kept shut past ``--timeout-send``) resets the stream with
+        CANCEL: the rest will never follow. A cancel in the final checkpoint
+        leaves ``body`` queued whole and the stream usable.
+        """
         connection = self.connection
         protocol = connection.protocol
         view = memoryview(body) if len(body) > 16384 else body
@@ -230,7 +237,11 @@ class H2Stream:
             connection.kick()
             if offset >= total:
                 break
-            await self._wait_for_window()
+            try:
+                await self._wait_for_window()
+            except BaseException:
+                self.reset(ErrorCodes.CANCEL)
+                raise
         if end:
             self.complete = True
         await self._after_write()
@@ -287,38 +298,11 @@ class H2Stream:
             await wait.wait()
 
     async def send_tunnel(self, data: bytes, end: bool = False) -> None:
-        """Queue ``data`` whole as DATA as the peer's windows allow (then END_STREAM if ``end``).
-
-        A send cut short after part of ``data`` was queued (cancelled, or the
-        window kept shut past ``--timeout-send``) resets the stream with
-        CANCEL: the rest would never follow, and the peer would read the next
-        message as the end of this one. Raises :class:`ClientDisconnected`
-        once the stream is gone. A cancel in the final checkpoint leaves
-        ``data`` queued whole and the stream usable.
-        """
+        """Queue ``data`` whole as DATA (see :meth:`_send_data`, which resets the stream
+        when a send is cut short: the peer would read the next message as the end of
+        this one). Raises :class:`ClientDisconnected` once the stream is gone."""
         self._check_open()
-        connection = self.connection
-        protocol = connection.protocol
-        view = memoryview(data) if len(data) > 16384 else data
-        total = len(data)
-        offset = 0
-        while True:
-            try:
-                offset += protocol.send_data(self.stream_id, view[offset:], end)
-            except StreamClosed:
-                self.lost()
-                raise ClientDisconnected("the stream was reset") from None
-            connection.kick()
-            if offset >= total:
-                break
-            try:
-                await self._wait_for_window()
-            except BaseException:
-                self.reset(ErrorCodes.CANCEL)
-                raise
-        if end:
-            self.complete = True
-        await self._after_write()
+        await self._send_data(data, end)
 
     def reset(self, error_code: int = ErrorCodes.CANCEL) -> None:
         """Abort the stream now with RST_STREAM ``error_code``; it takes no more frames."""
