@@ -24,6 +24,8 @@ from palfrey.protocols.h2 import ErrorCodes, StreamClosed
 from palfrey.protocols.status import reason_phrase
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from palfrey.protocols.events import RequestReceived
     from palfrey.transport.http2 import H2Connection
 
@@ -47,6 +49,7 @@ class H2Stream:
         "connection",
         "gone",
         "head_sent",
+        "on_shutdown",
         "pending_error",
         "stream_id",
         "supports_early_hints",
@@ -73,6 +76,9 @@ class H2Stream:
         self.pending_error: ProtocolError | None = None
         self.supports_trailers = True
         self.supports_early_hints = True
+        #: Called when the server starts stopping, for a protocol on the stream
+        #: (a WebSocket closes with 1012); requests simply finish.
+        self.on_shutdown: Callable[[], None] | None = None
         #: An extended CONNECT (RFC 8441): the DATA is a tunnel's bytes, not a request
         #: body, so the body's limit and read timeout do not apply (see ``receive_tunnel``).
         self.tunnel = request.protocol is not None

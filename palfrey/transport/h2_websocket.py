@@ -56,8 +56,6 @@ from palfrey.transport.websocket import CLOSE_HANDSHAKE_TIMEOUT, WriteTurn
 from palfrey.transport.ws_reader import MessageReader
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
-
     from palfrey.transport.h2_stream import H2Stream
 
 logger = logging.getLogger("palfrey.error")
@@ -92,12 +90,19 @@ async def h2_websocket(stream: H2Stream, scope: dict[str, Any]) -> Outcome | Non
         transport=websocket,
         defaults=state.defaults,
     )
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(session.run_app, state.app)
-        try:
-            await websocket.run(state.shutdown_requested, session.shutdown)
-        finally:
-            await websocket.release()
+    # The connection says goodbye with GOAWAY; the WebSocket with close 1012.
+    stream.on_shutdown = session.shutdown
+    if state.stopping:
+        session.shutdown()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(session.run_app, state.app)
+            try:
+                await websocket.run()
+            finally:
+                await websocket.release()
+    finally:
+        stream.on_shutdown = None
     return _outcome(stream)
 
 
@@ -275,17 +280,14 @@ class H2WebSocket:
 
     # The stream's task.
 
-    async def run(self, stopping: trio.Event, shutdown: Callable[[], None]) -> None:
+    async def run(self) -> None:
         """Wait for the app to answer the handshake; if it accepted, read until the end.
 
-        ``shutdown`` is called once ``stopping`` is set (the server is
-        stopping: the session closes with 1012). The nursery also holds a close
-        the server asked for, written beside the reads; both are moot, and
-        cancelled, once the WebSocket is over.
+        The nursery holds a close the server asked for, written beside the
+        reads; it is moot, and cancelled, once the WebSocket is over.
         """
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(_call_when_set, stopping, shutdown)
             try:
                 await self._answered.wait()
                 if self._accepted:
@@ -446,8 +448,3 @@ class H2WebSocket:
         if not self.protocol.disconnected:
             # Otherwise the events on their way to the reader already end it, with their code.
             self.reader.stop(_LOST)
-
-
-async def _call_when_set(event: trio.Event, callback: Callable[[], None]) -> None:
-    await event.wait()
-    callback()

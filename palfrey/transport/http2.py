@@ -393,6 +393,9 @@ class H2Connection:
 
     def _on_shutdown(self) -> None:
         """The server is stopping: GOAWAY now, to idle connections too (RFC 9113 §6.8)."""
+        for stream in list(self._streams.values()):
+            if stream.on_shutdown is not None:
+                stream.on_shutdown()
         self.protocol.begin_goaway()
         self.kick()
         self._update_deadline()
