@@ -52,13 +52,12 @@ from palfrey.protocols.h2_fields import (
     check_trailer_fields,
     parse_request_fields,
 )
+from palfrey.protocols.h2_frames import InboundFrames, PeerGoaway
 
 ErrorCodes = h2.errors.ErrorCodes
 
 #: The highest stream id; the first GOAWAY of a graceful shutdown names it (RFC 9113 §6.8).
 MAX_STREAM_ID = 2**31 - 1
-#: What an HTTP/2 client sends first (RFC 9113 §3.4).
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 #: Opaque data of the PING that follows the first GOAWAY.
 GOAWAY_PING = b"palfrey!"
 
@@ -98,8 +97,7 @@ class H2Protocol:
         "_conn",
         "_extra_window",
         "_final_goaway",
-        "_frame_header",
-        "_frame_left",
+        "_frames",
         "_goaway_stream_id",
         "_hard_header_limit",
         "_header_list_limit",
@@ -149,11 +147,7 @@ class H2Protocol:
         #: Set once GOAWAY went out: streams above it are refused.
         self._goaway_stream_id: int | None = None
         self._final_goaway = False
-        #: Where the peer's byte stream is: connection preface bytes still to come,
-        #: the part of a frame header received, the frame body bytes still to come.
-        self._preface_left = len(PREFACE)
-        self._frame_header = b""
-        self._frame_left = 0
+        self._frames = InboundFrames(lambda: conn.max_inbound_frame_size)
         self.connect_protocol = connect_protocol
         self._extra_window = connection_window - conn.inbound_flow_control_window
 
@@ -202,9 +196,14 @@ class H2Protocol:
     def receive_data(self, data: bytes) -> list[StreamEvent]:
         """Feed bytes from the peer; the events they complete, in order."""
         conn = self._conn
+        events: list[StreamEvent] = []
         try:
-            self._check_frame_sizes(data)
-            h2_events = conn.receive_data(data)
+            for piece in self._frames.split(data):
+                if type(piece) is PeerGoaway:
+                    events.append(ConnectionTerminated(piece.error_code, piece.last_stream_id))
+                    continue
+                for event in conn.receive_data(piece):
+                    self._translate(event, events)
         except _H2_ERRORS as exc:
             error_code = getattr(exc, "error_code", None) or ErrorCodes.PROTOCOL_ERROR
             cause = exc.__cause__ or exc.__context__
@@ -214,9 +213,6 @@ class H2Protocol:
                 error_code = ErrorCodes.COMPRESSION_ERROR
             self._conn_failed(error_code)
             raise H2ConnectionError(str(exc) or type(exc).__name__, error_code) from None
-        events: list[StreamEvent] = []
-        for event in h2_events:
-            self._translate(event, events)
         self._flush()
         return events
 
@@ -225,39 +221,6 @@ class H2Protocol:
         another code, or none, as after a bad preface) and one GOAWAY says why."""
         self._conn.data_to_send()
         self._goaway(error_code, self._conn.highest_inbound_stream_id)
-
-    def _check_frame_sizes(self, data: bytes) -> None:
-        """Refuse a frame longer than SETTINGS_MAX_FRAME_SIZE at its header.
-
-        h2 checks the length only once the whole frame has arrived, so a peer
-        could make it buffer up to 16 MiB per connection. This follows the frame
-        boundaries (headers only; bodies are skipped by count).
-        """
-        size = len(data)
-        position = min(self._preface_left, size)
-        if position:
-            start = len(PREFACE) - self._preface_left
-            if data[:position] != PREFACE[start : start + position]:
-                raise h2.exceptions.ProtocolError("invalid connection preface")
-            self._preface_left -= position
-        while position < size:
-            if self._frame_left:
-                step = min(self._frame_left, size - position)
-                self._frame_left -= step
-                position += step
-                continue
-            header = self._frame_header + data[position : position + 9 - len(self._frame_header)]
-            position += len(header) - len(self._frame_header)
-            if len(header) < 9:
-                self._frame_header = header
-                return
-            self._frame_header = b""
-            length = int.from_bytes(header[:3], "big")
-            if length > self._conn.max_inbound_frame_size:
-                raise h2.exceptions.FrameTooLargeError(
-                    f"frame of {length} bytes; the limit is {self._conn.max_inbound_frame_size}"
-                )
-            self._frame_left = length
 
     def _translate(self, event: h2.events.Event, events: list[StreamEvent]) -> None:
         kind = type(event)
@@ -298,10 +261,6 @@ class H2Protocol:
                 if stream_id in self._open:
                     events.append(StreamReset(stream_id, ErrorCodes.PROTOCOL_ERROR, False))
                 self._reset(stream_id, ErrorCodes.PROTOCOL_ERROR)
-        elif kind is h2.events.ConnectionTerminated:
-            events.append(
-                ConnectionTerminated(int(event.error_code or 0), event.last_stream_id or 0)
-            )
         elif kind is h2.events.SettingsAcknowledged:
             # h2 set its decoder's bound to the advertised size; a list between the two
             # gets its 431 from ``_request`` instead of ending the connection.

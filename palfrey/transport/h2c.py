@@ -49,15 +49,29 @@ def wants_h2c(request: RequestReceived) -> bytes | None:
     return value
 
 
+def _small_body(request: RequestReceived) -> bool:
+    """The body is framed by ``content-length`` (or absent) and within the limit.
+
+    Judged from the head, not from what is still unread: part of the body may
+    have come with the head, and it counts too.
+    """
+    length = 0
+    for name, value in request.headers:
+        if name == b"transfer-encoding":
+            return False
+        if name == b"content-length":
+            length = int(value)
+    return length <= UPGRADE_BODY_LIMIT
+
+
 async def h2c_upgrade(connection: H1Connection, request: RequestReceived) -> bool:
     """Switch to HTTP/2 and serve the rest of the connection; False to stay on HTTP/1.1."""
     settings = wants_h2c(request)
     if settings is None:
         return False
-    protocol = connection.protocol
-    unread = protocol.unread_body_size
-    if unread is None or unread > UPGRADE_BODY_LIMIT:
+    if not _small_body(request):
         return False
+    protocol = connection.protocol
     body = bytearray()
     while not protocol.request_complete:
         chunk = await connection.receive_body()

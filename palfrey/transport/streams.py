@@ -48,7 +48,7 @@ async def serve_request(
         target=request.target,
         headers=request.headers,
         http_version=request.http_version,
-        scheme=request.scheme.decode("ascii") if request.scheme is not None else scheme,
+        scheme=_scheme(request.scheme, scheme),
         client=client,
         server=server,
         root_path=state.config.root_path,
@@ -77,3 +77,13 @@ async def serve_request(
     finally:
         if limiter is not None:
             limiter.release_on_behalf_of(stream)
+
+
+def _scheme(claimed: bytes | None, connection: str) -> str:
+    """The request's ``:scheme`` (HTTP/2 and 3, RFC 9113 §8.3.1) when it is one an ASGI
+    scope can carry, otherwise the connection's own."""
+    if claimed == b"https":
+        return "https"
+    if claimed == b"http":
+        return "http"
+    return connection
