@@ -104,6 +104,10 @@ class DefaultHeaders:
             self._second = now
         return self._cached
 
+    def invalidate(self) -> None:
+        """Rebuild on the next response (after :attr:`extra` changed)."""
+        self._second = -1
+
     def merge(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Append each default the application did not set itself."""
         defaults = self.current()

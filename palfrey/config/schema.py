@@ -112,6 +112,28 @@ def _headers(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
             raise ValueError(f"{attribute.name} entry {item!r} is not a valid header")
 
 
+def split_host_port(item: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a host and a port; raises ``ValueError``."""
+    host, sep, port = item.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {item!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)
+
+
+def _host_ports(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for item in value:
+        if not isinstance(item, str):
+            raise TypeError(f"{attribute.name} entries must look like 'HOST:PORT', got {item!r}")
+        try:
+            split_host_port(item)
+        except ValueError:
+            raise ValueError(
+                f"{attribute.name} entries must look like 'HOST:PORT', got {item!r}"
+            ) from None
+
+
 @attrs.define(slots=True, kw_only=True)
 class Config:
     """Every option Palfrey understands, with its default and validation.
@@ -194,9 +216,19 @@ class Config:
 
     http: str = _option(
         "auto",
-        "Protocols on TCP: 'auto' serves HTTP/1.1 (httptools when installed, else h11)"
-        " and HTTP/2; 'h11' or 'httptools' HTTP/1.1 only; 'h2' HTTP/2 only.",
-        choices=("auto", "h11", "httptools", "h2"),
+        "Protocols: 'auto' serves HTTP/1.1 (httptools when installed, else h11)"
+        " and HTTP/2 on TCP; 'h11' or 'httptools' HTTP/1.1 only; 'h2' HTTP/2 only;"
+        " 'h3' HTTP/3 only, over UDP on --host/--port (needs --ssl-certfile and --ssl-keyfile).",
+        choices=("auto", "h11", "httptools", "h2", "h3"),
+        group="protocol",
+    )
+    quic_bind: list[str] = _option(  # noqa: RUF009 - _option returns an attrs.field
+        [],
+        "Also serve HTTP/3 over UDP on HOST:PORT (repeat for several; needs --ssl-certfile"
+        " and --ssl-keyfile); TCP responses then advertise it with alt-svc.",
+        kind="list",
+        metavar="HOST:PORT",
+        validator=_host_ports,
         group="protocol",
     )
     h2_max_concurrent_streams: int = _option(
@@ -425,6 +457,22 @@ class Config:
         """Checks that involve more than one option."""
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile is set without ssl_certfile; TLS needs the certificate")
+        if self.serves_http3:
+            # QUIC always runs TLS 1.3 (RFC 9001): there is no HTTP/3 without a certificate.
+            what = "http = 'h3'" if self.http == "h3" else "quic_bind"
+            if self.ssl_certfile is None or self.ssl_keyfile is None:
+                raise ValueError(
+                    f"{what} needs ssl_certfile and ssl_keyfile (QUIC always uses TLS)"
+                )
+            if self.http == "h3" and self.uds is not None:
+                raise ValueError("http = 'h3' serves UDP on host and port; it cannot use uds")
+            if self.http == "h3" and self.fd is not None:
+                raise ValueError("http = 'h3' serves UDP on host and port; it cannot use fd")
+
+    @property
+    def serves_http3(self) -> bool:
+        """HTTP/3 is served, alone (``--http h3``) or beside TCP (``--quic-bind``)."""
+        return self.http == "h3" or bool(self.quic_bind)
 
     @property
     def is_ssl(self) -> bool:

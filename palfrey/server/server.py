@@ -25,9 +25,10 @@ from palfrey.asgi.lifespan import Lifespan, LifespanFailure
 from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
 from palfrey.asgi.types import ASGIApp
 from palfrey.config.schema import Config
-from palfrey.transport.errors import BindError, ServeError
+from palfrey.transport.errors import BindError, ServeError, TLSSetupError
 from palfrey.transport.listeners import describe, open_listeners
 from palfrey.transport.protocol_select import alpn_protocols, h1_protocol_class, protocol_names
+from palfrey.transport.quic import open_quic_endpoints
 from palfrey.transport.socket_stream import SocketListener
 from palfrey.transport.state import ServerState
 from palfrey.transport.tcp import accept_connections
@@ -124,7 +125,7 @@ class Server:
             if handle_signals:
                 root.start_soon(self._watch_signals)
             ssl_context = self._ssl_context()
-            if config.http != "h2":
+            if config.http not in ("h2", "h3"):
                 # A missing httptools fails here, before any connection.
                 h1_protocol_class(config.http)
             lifespan = Lifespan(
@@ -142,9 +143,14 @@ class Server:
             if startup_scope.cancelled_caught:
                 root.cancel_scope.cancel()
                 return
+            listeners: list[SocketListener] = []
             try:
-                listeners = await open_listeners(config)
-            except BindError:
+                if config.http != "h3":
+                    listeners = await open_listeners(config)
+                endpoints = await open_quic_endpoints(config) if config.serves_http3 else []
+            except (BindError, TLSSetupError):
+                for listener in listeners:
+                    listener.socket.close()
                 # Startup ran, so the app gets its shutdown before we give up.
                 await lifespan.shutdown()
                 raise
@@ -153,9 +159,15 @@ class Server:
             async with trio.open_nursery() as connections:
                 listening = trio.CancelScope()
                 connections.start_soon(self._accept, listening, listeners, connections, ssl_context)
+                # Beside the listeners, not under ``listening``: an endpoint keeps carrying
+                # its connections' datagrams through the graceful shutdown.
+                for endpoint in endpoints:
+                    connections.start_soon(endpoint.run, state, connections)
+                if endpoints and listeners:
+                    self._advertise_http3(endpoints[0].address[1])
                 addresses = [
                     describe(listener, tls=ssl_context is not None) for listener in listeners
-                ]
+                ] + [endpoint.describe() for endpoint in endpoints]
                 self._announce(addresses)
                 task_status.started(addresses)
                 await state.shutdown_requested.wait()
@@ -189,7 +201,7 @@ class Server:
                     )
 
     def _ssl_context(self) -> ssl.SSLContext | None:
-        if not self.config.is_ssl:
+        if not self.config.is_ssl or self.config.http == "h3":
             return None
         return create_ssl_context(self.config, alpn_protocols(self.config.http))
 
@@ -197,7 +209,17 @@ class Server:
         logger.info("Started server process [%d]", os.getpid())
         logger.info("Protocols: %s", protocol_names(self.config))
         for address in addresses:
-            logger.info("Palfrey running on %s (Press CTRL+C to quit)", address)
+            shown = address
+            if address.startswith("quic://"):
+                shown = "https://" + address.removeprefix("quic://") + " (HTTP/3, UDP)"
+            logger.info("Palfrey running on %s (Press CTRL+C to quit)", shown)
+
+    def _advertise_http3(self, port: int) -> None:
+        """Every TCP response names the HTTP/3 port (RFC 7838 ``alt-svc``, RFC 9114 §3.1.1),
+        which is how a browser finds HTTP/3; an app's own ``alt-svc`` wins (a default)."""
+        defaults = self.state.defaults
+        defaults.extra = [*defaults.extra, (b"alt-svc", f'h3=":{port}"; ma=86400'.encode())]
+        defaults.invalidate()
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -54,10 +54,14 @@ def alpn_protocols(http: str) -> list[str]:
 def protocol_names(config: Config) -> str:
     """The protocols the ``http`` and ``ws`` options serve, as the start-up banner says them."""
     names = []
+    if config.http == "h3":
+        return "HTTP/3 (aioquic)"
     if config.http != "h2":
         names.append(f"HTTP/1.1 ({parser_name(h1_protocol_class(config.http))})")
     if config.http in ("auto", "h2"):
         names.append("HTTP/2 (h2)")
+    if config.quic_bind:
+        names.append("HTTP/3 (aioquic)")
     names.append("WebSocket (off)" if config.ws == "none" else "WebSocket (wsproto)")
     return ", ".join(names)
 
