@@ -28,14 +28,17 @@ class Response:
     changed: trio.Event = attrs.Factory(trio.Event)
 
     @property
+    def final_head(self) -> list[tuple[bytes, bytes]]:
+        """The response head: not an interim (1xx) one, nor the trailers (no ``:status``)."""
+        return next(h for h in self.heads if dict(h).get(b":status", b"1")[:1] != b"1")
+
+    @property
     def status(self) -> int:
-        final = [h for h in self.heads if not dict(h)[b":status"].startswith(b"1")]
-        return int(dict(final[0])[b":status"])
+        return int(dict(self.final_head)[b":status"])
 
     @property
     def headers(self) -> dict[bytes, bytes]:
-        final = [h for h in self.heads if not dict(h)[b":status"].startswith(b"1")]
-        return dict(final[0])
+        return dict(self.final_head)
 
 
 class H3Client:

@@ -22,7 +22,13 @@ from palfrey.protocols.events import (
     StreamEnded,
     StreamReset,
 )
-from palfrey.protocols.h3 import STREAM_WINDOW, ConnectionIdIssued, H3Protocol, StreamClosed
+from palfrey.protocols.h3 import (
+    CONNECTION_WINDOWS,
+    STREAM_WINDOW,
+    ConnectionIdIssued,
+    H3Protocol,
+    StreamClosed,
+)
 
 CLIENT_ADDR = ("127.0.0.1", 40000)
 SERVER_ADDR = ("127.0.0.1", 4433)
@@ -37,7 +43,7 @@ def server_configuration(certificate) -> QuicConfiguration:
 class Pair:
     """An aioquic client and an :class:`H3Protocol` server exchanging datagrams in memory."""
 
-    def __init__(self, certificate) -> None:
+    def __init__(self, certificate, **server_options) -> None:
         self.now = 1000.0
         self.client_quic = QuicConnection(
             configuration=QuicConfiguration(
@@ -51,6 +57,7 @@ class Pair:
         self.server = H3Protocol(
             server_configuration(certificate),
             original_destination_connection_id=header.destination_cid,
+            **server_options,
         )
         self.server_events: list = []
         self.client_events: list = []
@@ -212,23 +219,48 @@ def _client_window(pair: Pair, stream_id: int) -> int:
     return pair.client_quic._streams[stream_id].max_stream_data_remote
 
 
-def test_receive_window_moves_only_with_consumption(certificate) -> None:
+@pytest.mark.parametrize("window", [None, 65536])
+def test_receive_window_moves_only_with_consumption(certificate, window) -> None:
     """aioquic alone would double the window as data arrives; here it waits for the app."""
-    pair = Pair(certificate)
+    pair = Pair(certificate) if window is None else Pair(certificate, stream_window=window)
+    window = window or STREAM_WINDOW
     stream_id = pair.request([(b":method", b"POST"), *GET[1:]], b"", end=False)
     pair.take(RequestReceived)
     for _ in range(4):
-        pair.client.send_data(stream_id, b"x" * (STREAM_WINDOW // 2), end_stream=False)
+        pair.client.send_data(stream_id, b"x" * (window // 2), end_stream=False)
         pair.pump(200)
     received = sum(len(e.data) for e in pair.take(StreamData))
     # The client could send one window's worth (minus frame headers), no more.
-    assert STREAM_WINDOW - 100 < received <= STREAM_WINDOW
-    assert _client_window(pair, stream_id) <= STREAM_WINDOW + 100
+    assert window - 100 < received <= window
+    assert _client_window(pair, stream_id) <= window + 100
     pair.server.acknowledge(stream_id, received)
     pair.pump(200)
     more = sum(len(e.data) for e in pair.take(StreamData))
-    assert more > STREAM_WINDOW // 2
-    assert _client_window(pair, stream_id) > STREAM_WINDOW + STREAM_WINDOW // 2
+    assert more > window // 2
+    assert _client_window(pair, stream_id) > window + window // 2
+
+
+def test_connection_window_is_four_stream_windows(certificate) -> None:
+    """Four streams may each fill their window; a fifth gets nothing until one is consumed."""
+    window = 32768
+    pair = Pair(certificate, stream_window=window)
+    assert pair.client_quic._remote_max_data == CONNECTION_WINDOWS * window
+    ids = [
+        pair.request([(b":method", b"POST"), *GET[1:]], b"", end=False)
+        for _ in range(CONNECTION_WINDOWS + 1)
+    ]
+    pair.take(RequestReceived)
+    for stream_id in ids:
+        pair.client.send_data(stream_id, b"x" * window, end_stream=False)
+        pair.pump(200)
+    data = pair.take(StreamData)
+    total = sum(len(e.data) for e in data)
+    assert total <= CONNECTION_WINDOWS * window
+    assert not [e for e in data if e.stream_id == ids[-1]]
+    for stream_id in ids[:-1]:
+        pair.server.acknowledge(stream_id, window)
+    pair.pump(200)
+    assert [e for e in pair.take(StreamData) if e.stream_id == ids[-1]]
 
 
 def test_goaway_refuses_later_streams_then_close(certificate) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import random
 import socket
@@ -350,3 +351,67 @@ async def test_client_that_stops_reading_holds_bounded_memory(certificate) -> No
     # (plus the client's window in flight, which it took before it stopped).
     assert sent - len(response.body) <= SEND_HIGH_WATER + 2 * 1024 * 1024
     assert sent < 8 * 1024 * 1024
+
+
+async def extensions_app(scope, receive, send):
+    extensions = scope["extensions"]
+    if scope["path"] == "/trailers":
+        await send({"type": "http.response.start", "status": 200, "headers": [], "trailers": True})
+        await send({"type": "http.response.body", "body": b"body"})
+        await send({"type": "http.response.trailers", "headers": [(b"x-checksum", b"abc")]})
+        return
+    assert "http.response.early_hint" in extensions
+    await send(
+        {
+            "type": "http.response.early_hint",
+            "links": [b"</style.css>; rel=preload; as=style", b"</app.js>; rel=preload"],
+        }
+    )
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"hinted"})
+
+
+async def test_trailers_when_the_client_accepts_them(certificate) -> None:
+    with trio.fail_after(10):
+        async with run_server(extensions_app, http="h3", **tls(certificate)) as server:
+            async with h3_client(h3_port(server)) as client:
+                with_te = await client.request("GET", "/trailers", [(b"te", b"trailers")])
+                without = await client.request("GET", "/trailers")
+    assert with_te.status == 200
+    assert bytes(with_te.body) == b"body"
+    assert len(with_te.heads) == 2
+    assert with_te.heads[1] == [(b"x-checksum", b"abc")]
+    assert with_te.ended
+    # Without ``te: trailers`` the app may still send them; they are not put on the wire.
+    assert bytes(without.body) == b"body"
+    assert len(without.heads) == 1
+    assert without.ended
+
+
+async def test_early_hints_are_a_103_with_link_headers(certificate) -> None:
+    with trio.fail_after(10):
+        async with run_server(extensions_app, http="h3", **tls(certificate)) as server:
+            async with h3_client(h3_port(server)) as client:
+                response = await client.request("GET", "/hints")
+    interim, final = response.heads
+    assert interim[0] == (b":status", b"103")
+    assert [value for name, value in interim if name == b"link"] == [
+        b"</style.css>; rel=preload; as=style",
+        b"</app.js>; rel=preload",
+    ]
+    assert dict(final)[b":status"] == b"200"
+    assert response.status == 200
+    assert bytes(response.body) == b"hinted"
+
+
+async def test_access_log_says_http_3(certificate, caplog) -> None:
+    with trio.fail_after(10), caplog.at_level(logging.INFO, logger="palfrey.access"):
+        async with run_server(echo_app, http="h3", **tls(certificate)) as server:
+            async with h3_client(h3_port(server)) as client:
+                await client.request("GET", "/logged?n=1")
+                await client.request("POST", "/echo", body=b"abc")
+    lines = [r.getMessage() for r in caplog.records if r.name == "palfrey.access"]
+    assert len(lines) == 2, lines
+    assert sum('"GET /logged?n=1 HTTP/3" 200' in line for line in lines) == 1
+    assert sum('"POST /echo HTTP/3" 200' in line for line in lines) == 1
+    assert all(line.startswith("127.0.0.1:") for line in lines)

@@ -253,6 +253,22 @@ class Config:
         validator=_in_range(16384, 2**24 - 1),
         group="protocol",
     )
+    h3_max_connections: int = _option(
+        4096,
+        "HTTP/3 connections one UDP address keeps at once; new connections beyond it are"
+        " turned away (their Initial packets are dropped).",
+        kind="int",
+        validator=_at_least(1),
+        group="protocol",
+    )
+    h3_receive_window: int = _option(
+        1024 * 1024,
+        "Request body bytes one HTTP/3 stream may send ahead of what the app has read"
+        " (its QUIC flow-control window; a connection's is four times it).",
+        kind="int",
+        validator=_in_range(16384, 2**30),
+        group="protocol",
+    )
     h11_max_incomplete_event_size: int = _option(
         16 * 1024,
         "Largest request head (request line and headers) in bytes; larger heads get 431.",

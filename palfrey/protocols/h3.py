@@ -17,8 +17,9 @@ here), and asks :meth:`H3Protocol.get_timer` when to call
   window whenever the peer has sent half of it, whatever the application
   read, so a client could make the server buffer a body without bound.
   :class:`_ConsumptionQuic` instead keeps each window at "consumed plus
-  :data:`STREAM_WINDOW`" (and the connection's at "consumed plus
-  :data:`CONNECTION_WINDOW`"); :meth:`H3Protocol.acknowledge` reports what
+  the stream window" (``--h3-receive-window``, :data:`STREAM_WINDOW` by default),
+  and the connection's at "consumed plus four stream windows";
+  :meth:`H3Protocol.acknowledge` reports what
   the app consumed. That is the only place aioquic's internals are touched
   for flow control (tested in ``tests/test_h3_protocol.py``);
 - graceful shutdown sends GOAWAY (RFC 9114 §5.2) and then ``CONNECTION_CLOSE``.
@@ -64,7 +65,7 @@ from palfrey.protocols.h2_fields import (
 )
 
 __all__ = [
-    "CONNECTION_WINDOW",
+    "CONNECTION_WINDOWS",
     "STREAM_WINDOW",
     "ConnectionIdIssued",
     "ConnectionIdRetired",
@@ -73,10 +74,10 @@ __all__ = [
     "StreamClosed",
 ]
 
-#: Request body bytes a stream may have received and not yet consumed (its window).
+#: Request body bytes a stream may have received and not yet consumed (its window), by default.
 STREAM_WINDOW = 1024 * 1024
-#: The same for all streams of a connection together.
-CONNECTION_WINDOW = 4 * 1024 * 1024
+#: The same for all streams of a connection together, in stream windows.
+CONNECTION_WINDOWS = 4
 #: The largest client-initiated bidirectional stream id (RFC 9000 §2.1, 62-bit ids).
 MAX_STREAM_ID = 2**62 - 4
 
@@ -111,8 +112,10 @@ class _ConsumptionQuic(QuicConnection):
     count hidden (set to zero for the call), so aioquic only writes the frame.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stream_window: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self.stream_window = stream_window
+        self.connection_window = CONNECTION_WINDOWS * stream_window
         #: Body bytes of open request streams handed out and not yet consumed.
         self.unconsumed: dict[int, int] = {}
         self.total_unconsumed = 0
@@ -120,8 +123,9 @@ class _ConsumptionQuic(QuicConnection):
     def _write_stream_limits(self, builder: Any, space: Any, stream: Any) -> None:
         if stream.max_stream_data_local:
             received = stream.receiver.highest_offset
-            limit = received - self.unconsumed.get(stream.stream_id, 0) + STREAM_WINDOW
-            if limit - stream.max_stream_data_local >= STREAM_WINDOW // 2:
+            window = self.stream_window
+            limit = received - self.unconsumed.get(stream.stream_id, 0) + window
+            if limit - stream.max_stream_data_local >= window // 2:
                 stream.max_stream_data_local = limit
             stream.receiver.highest_offset = 0
             try:
@@ -134,8 +138,9 @@ class _ConsumptionQuic(QuicConnection):
     def _write_connection_limits(self, builder: Any, space: Any) -> None:
         max_data = self._local_max_data
         used = max_data.used
-        limit = used - self.total_unconsumed + CONNECTION_WINDOW
-        if limit - max_data.value >= CONNECTION_WINDOW // 2:
+        window = self.connection_window
+        limit = used - self.total_unconsumed + window
+        if limit - max_data.value >= window // 2:
             max_data.value = limit
         max_data.used = 0
         try:
@@ -193,13 +198,15 @@ class H3Protocol:
         *,
         original_destination_connection_id: bytes,
         max_header_list_size: int = 65536,
+        stream_window: int = STREAM_WINDOW,
     ) -> None:
         # The windows the peer is first given must be the ones kept up afterwards.
-        configuration.max_stream_data = STREAM_WINDOW
-        configuration.max_data = CONNECTION_WINDOW
+        configuration.max_stream_data = stream_window
+        configuration.max_data = CONNECTION_WINDOWS * stream_window
         self._quic = _ConsumptionQuic(
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
+            stream_window=stream_window,
         )
         self._h3 = _StreamErrorH3(self._quic)
         self._header_list_limit = max_header_list_size

@@ -6,7 +6,7 @@ connection task sends the datagrams. Back-pressure, every buffer bounded:
 
 - request bodies: the flow-control window moves on only as the app consumes
   the body (:meth:`H3Protocol.acknowledge`), so a stream buffers at most
-  :data:`~palfrey.protocols.h3.STREAM_WINDOW` bytes;
+  ``--h3-receive-window`` bytes;
 - responses: aioquic buffers what it is given until the peer acknowledges it,
   so a send waits while more than :data:`SEND_HIGH_WATER` bytes of this
   stream are unacknowledged, at most ``--timeout-send`` (then the stream is

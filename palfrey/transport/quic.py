@@ -3,9 +3,12 @@
 A :class:`QuicEndpoint` reads datagrams from its socket and routes each to
 its connection by destination connection id (aioquic's header parsing), as
 aioquic's asyncio server does: a packet of a version this server does not
-speak gets a Version Negotiation packet (RFC 9000 §6), a new connection is
-made only for an Initial packet in a datagram of at least 1200 bytes
-(RFC 9000 §14.1, which also keeps the anti-amplification limit meaningful),
+speak gets a Version Negotiation packet (RFC 9000 §6) if its datagram is at
+least 1200 bytes (smaller ones are dropped, §5.2.2, so a spoofed source gets
+no amplification), a new connection is made only for an Initial packet in a
+datagram of at least 1200 bytes (RFC 9000 §14.1, which also keeps the
+anti-amplification limit meaningful) while the endpoint has fewer than
+``--h3-max-connections`` connections and :data:`MAX_HANDSHAKES` handshakes,
 and anything unparsable is dropped. Nothing a datagram carries can raise out
 of the endpoint task.
 
@@ -67,9 +70,8 @@ logger = logging.getLogger("palfrey.error")
 RECEIVE_SIZE = 65536
 #: Datagrams waiting for one connection's task; more are dropped.
 MAX_QUEUED_DATAGRAMS = 256
-#: Connections one endpoint keeps at once; Initial packets beyond it are dropped.
-MAX_CONNECTIONS = 4096
-#: Connections still in their handshake at once (state a spoofed source can make us keep).
+#: Connections still in their handshake at once (state a spoofed source can make us keep);
+#: Initial packets beyond it are dropped. All connections together: ``--h3-max-connections``.
 MAX_HANDSHAKES = 256
 #: The smallest datagram that may carry a client's first Initial (RFC 9000 §14.1).
 MIN_INITIAL_SIZE = 1200
@@ -217,7 +219,11 @@ class QuicEndpoint:
             and header.version not in supported
         ):
             # Never in answer to a Version Negotiation packet: two servers with spoofed
-            # addresses would answer each other forever.
+            # addresses would answer each other forever. Nor to a datagram too small to
+            # open a connection (RFC 9000 §5.2.2: a spoofed source would get more back
+            # than it sent).
+            if len(data) < MIN_INITIAL_SIZE:
+                return
             self.send(
                 encode_quic_version_negotiation(
                     source_cid=header.destination_cid,
@@ -234,7 +240,7 @@ class QuicEndpoint:
                 or len(data) < MIN_INITIAL_SIZE
                 or self.state is None
                 or self.state.stopping
-                or len(self.connections) >= MAX_CONNECTIONS
+                or len(self.connections) >= self.state.config.h3_max_connections
                 or self.handshakes >= MAX_HANDSHAKES
             ):
                 return
@@ -247,6 +253,7 @@ class QuicEndpoint:
             self.configuration,
             original_destination_connection_id=original_cid,
             max_header_list_size=self.state.config.h2_max_header_list_size,
+            stream_window=self.state.config.h3_receive_window,
         )
         connection = QuicConnectionTask(self, protocol, self.state, (str(addr[0]), int(addr[1])))
         self.connections.add(connection)
