@@ -6,10 +6,13 @@ import hashlib
 import logging
 import os
 import random
+import re
+import signal
 import socket
 import ssl
 import subprocess
 import sys
+from pathlib import Path
 
 import httpx
 import pytest
@@ -415,3 +418,54 @@ async def test_access_log_says_http_3(certificate, caplog) -> None:
     assert sum('"GET /logged?n=1 HTTP/3" 200' in line for line in lines) == 1
     assert sum('"POST /echo HTTP/3" 200' in line for line in lines) == 1
     assert all(line.startswith("127.0.0.1:") for line in lines)
+
+
+async def test_signal_during_an_http3_request_exits_0_after_it_finishes(certificate) -> None:
+    """The whole process: SIGTERM while an HTTP/3 request is in flight lets it finish
+    (GOAWAY, then CONNECTION_CLOSE) and the process exits with status 0."""
+    root = Path(__file__).resolve().parent.parent
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "palfrey",
+            "process_apps:slow",
+            "--app-dir",
+            "tests",
+            "--http",
+            "h3",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+            "--ssl-certfile",
+            certificate.certfile,
+            "--ssl-keyfile",
+            certificate.keyfile,
+        ],
+        cwd=root,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        port = None
+        with trio.fail_after(15):
+            while port is None:
+                line = await trio.to_thread.run_sync(process.stdout.readline)
+                assert line, "the server exited before it started"
+                match = re.search(r"Palfrey running on https://127\.0\.0\.1:(\d+) \(HTTP/3", line)
+                if match:
+                    port = int(match.group(1))
+            async with h3_client(port) as client:
+                stream_id = client.start("GET", "/")
+                await trio.sleep(0.2)
+                process.send_signal(signal.SIGTERM)
+                response = await client.wait(stream_id)
+            assert bytes(response.body) == b"finished"
+            status = await trio.to_thread.run_sync(process.wait)
+        assert status == 0
+    finally:
+        process.kill()
+        process.wait()

@@ -15,7 +15,7 @@ from typing import Any
 
 import attrs
 
-from palfrey.protocols.fields import is_field_value, is_token
+from palfrey.protocols.fields import is_field_value, is_token, split_host_port
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 
@@ -110,16 +110,6 @@ def _headers(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> Non
             raise ValueError(f"{attribute.name} entry {item!r} is not latin-1") from None
         if not is_token(name_bytes) or not is_field_value(value_bytes):
             raise ValueError(f"{attribute.name} entry {item!r} is not a valid header")
-
-
-def split_host_port(item: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a host and a port; raises ``ValueError``."""
-    host, sep, port = item.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError(f"expected HOST:PORT, got {item!r}")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return host, int(port)
 
 
 def _host_ports(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:

@@ -30,3 +30,13 @@ def is_field_value(value: bytes) -> bool:
         and value[-1] not in EDGE_WHITESPACE
         and len(value.translate(None, FORBIDDEN_IN_VALUE)) == len(value)
     )
+
+
+def split_host_port(item: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) as a host and a port; raises ``ValueError``."""
+    host, sep, port = item.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f"expected HOST:PORT, got {item!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    return host, int(port)

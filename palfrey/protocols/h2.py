@@ -47,12 +47,12 @@ from palfrey.protocols.events import (
     StreamReset,
     WindowUpdated,
 )
-from palfrey.protocols.h2_fields import (
+from palfrey.protocols.h2_frames import InboundFrames, PeerGoaway
+from palfrey.protocols.request_fields import (
     MalformedRequest,
     check_trailer_fields,
     parse_request_fields,
 )
-from palfrey.protocols.h2_frames import InboundFrames, PeerGoaway
 
 ErrorCodes = h2.errors.ErrorCodes
 

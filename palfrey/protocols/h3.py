@@ -57,7 +57,7 @@ from palfrey.protocols.events import (
     StreamEvent,
     StreamReset,
 )
-from palfrey.protocols.h2_fields import (
+from palfrey.protocols.request_fields import (
     CONNECTION_SPECIFIC,
     MalformedRequest,
     check_trailer_fields,

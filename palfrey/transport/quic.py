@@ -45,7 +45,6 @@ from aioquic.quic.packet import (
 
 from palfrey.asgi.errors import ClientDisconnected
 from palfrey.asgi.http import Outcome
-from palfrey.config.schema import split_host_port
 from palfrey.protocols.events import (
     ConnectionTerminated,
     RequestReceived,
@@ -53,6 +52,7 @@ from palfrey.protocols.events import (
     StreamEnded,
     StreamReset,
 )
+from palfrey.protocols.fields import split_host_port
 from palfrey.protocols.h3 import ConnectionIdIssued, ConnectionIdRetired, ErrorCode, H3Protocol
 from palfrey.transport.errors import BindError, TLSSetupError
 from palfrey.transport.h3_stream import H3Stream

@@ -1,4 +1,5 @@
-"""Checking an HTTP/2 request's header fields in one pass (RFC 9113 §8.1.1, §8.2, §8.3).
+"""Checking an HTTP/2 or HTTP/3 request's header fields in one pass (RFC 9113 §8.1.1, §8.2,
+§8.3; RFC 9114 §4.1.2, §4.2, §4.3 repeat the rules).
 
 h2 can check them too, but it reports a malformed request as a connection
 error and walks every field once per rule, byte by byte in Python. Here one
