@@ -18,10 +18,8 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from palfrey.asgi.errors import ClientDisconnected
-from palfrey.asgi.messages import plain_text_headers
-from palfrey.protocols.events import ProtocolError
 from palfrey.protocols.h2 import ErrorCodes, StreamClosed
-from palfrey.protocols.status import reason_phrase
+from palfrey.transport.multiplexed import MultiplexedStream
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -33,49 +31,20 @@ if TYPE_CHECKING:
 OUTPUT_HIGH_WATER = 64 * 1024
 
 
-class H2Stream:
+class H2Stream(MultiplexedStream):
     """One request on an HTTP/2 connection: the :class:`~palfrey.asgi.http.HTTPStream`
     :class:`~palfrey.asgi.http.HTTPCycle` serves."""
 
-    __slots__ = (
-        "_body_wait",
-        "_ended",
-        "_gone_event",
-        "_head_only",
-        "_received",
-        "_window_wait",
-        "chunks",
-        "complete",
-        "connection",
-        "gone",
-        "head_sent",
-        "on_shutdown",
-        "pending_error",
-        "stream_id",
-        "supports_early_hints",
-        "supports_trailers",
-        "tunnel",
-    )
+    __slots__ = ("_window_wait", "on_shutdown", "tunnel")
+
+    CANCEL = ErrorCodes.CANCEL
+    INTERNAL_ERROR = ErrorCodes.INTERNAL_ERROR
+
+    connection: H2Connection
 
     def __init__(self, connection: H2Connection, request: RequestReceived) -> None:
-        self.connection = connection
-        self.stream_id = request.stream_id
-        self.chunks: list[bytes] = []
-        self._ended = False
-        self._received = 0
-        self._body_wait: trio.Event | None = None
+        super().__init__(connection, request)
         self._window_wait: trio.Event | None = None
-        #: Made when the app first waits for a disconnect; most streams never do.
-        self._gone_event: trio.Event | None = None
-        self._head_only = request.method == b"HEAD"
-        #: The stream can take no more frames: reset by the peer, or the connection lost.
-        self.gone = False
-        self.head_sent = False
-        #: The response went out whole (END_STREAM queued).
-        self.complete = False
-        self.pending_error: ProtocolError | None = None
-        self.supports_trailers = True
-        self.supports_early_hints = True
         #: Called when the server starts stopping, for a protocol on the stream
         #: (a WebSocket closes with 1012); requests simply finish.
         self.on_shutdown: Callable[[], None] | None = None
@@ -85,87 +54,19 @@ class H2Stream:
 
     # Called by the connection's reader.
 
-    def data_received(self, data: bytes) -> None:
-        self._received += len(data)
-        limit = self.connection.state.config.limit_request_body
-        if limit is not None and self._received > limit and not self.tunnel:
-            if self.pending_error is None:
-                self.pending_error = ProtocolError("Request body too large", 413)
-                self._wake_body()
-            # Not buffered: nobody will read it.
-            self.connection.protocol.acknowledge(self.stream_id, len(data))
-            return
-        self.chunks.append(data)
-        self._wake_body()
-
-    def ended(self) -> None:
-        self._ended = True
-        self._wake_body()
-
     def window_opened(self) -> None:
         if self._window_wait is not None:
             self._window_wait.set()
 
     def lost(self) -> None:
-        self.gone = True
-        if self._gone_event is not None:
-            self._gone_event.set()
-        self._wake_body()
+        super().lost()
         self.window_opened()
 
     def unread_size(self) -> int:
         """Body bytes buffered and never consumed, to hand back to the connection window."""
         return sum(len(chunk) for chunk in self.chunks)
 
-    def _wake_body(self) -> None:
-        if self._body_wait is not None:
-            self._body_wait.set()
-
     # HTTPStream.
-
-    async def receive_body(self) -> tuple[bytes, bool] | None:
-        chunks = self.chunks
-        while True:
-            if self.gone or self.pending_error is not None:
-                await trio.lowlevel.checkpoint()
-                return None
-            if chunks:
-                # The call's checkpoint, taken before the chunk leaves the list so
-                # that a cancel loses nothing.
-                await trio.lowlevel.checkpoint()
-                data = chunks.pop(0)
-                connection = self.connection
-                connection.protocol.acknowledge(self.stream_id, len(data))
-                connection.kick()
-                return data, bool(chunks) or not self._ended
-            if self._ended:
-                await trio.lowlevel.checkpoint()
-                return b"", False
-            self._body_wait = wait = trio.Event()
-            with trio.move_on_after(self.connection.state.config.timeout_request_body):
-                await wait.wait()
-                continue
-            # RFC 9110 §15.5.9; sent only if the response has not started.
-            self.pending_error = ProtocolError("Timed out reading the request body", 408)
-
-    async def wait_disconnected(self) -> None:
-        if self.gone:
-            await trio.lowlevel.checkpoint()
-            return
-        if self._gone_event is None:
-            self._gone_event = trio.Event()
-        await self._gone_event.wait()
-
-    async def refuse(self) -> None:
-        await self.send_error(503)
-
-    async def send_error(self, status: int) -> None:
-        body = reason_phrase(status)
-        headers = plain_text_headers(self.connection.state.defaults, body)
-        try:
-            await self.send_head(status, headers, body, True)
-        except ClientDisconnected:
-            return
 
     async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self._check_open()
@@ -292,12 +193,8 @@ class H2Stream:
                 return None
             if chunks:
                 await trio.lowlevel.checkpoint()
-                data = chunks.pop(0)
-                connection = self.connection
-                connection.protocol.acknowledge(self.stream_id, len(data))
-                connection.kick()
-                return data
-            if self._ended:
+                return self._take()
+            if self.request_ended:
                 await trio.lowlevel.checkpoint()
                 return b""
             self._body_wait = wait = trio.Event()
@@ -309,11 +206,3 @@ class H2Stream:
         this one). Raises :class:`ClientDisconnected` once the stream is gone."""
         self._check_open()
         await self._send_data(data, end)
-
-    def reset(self, error_code: int = ErrorCodes.CANCEL) -> None:
-        """Abort the stream now with RST_STREAM ``error_code``; it takes no more frames."""
-        if self.gone:
-            return
-        self.connection.protocol.reset(self.stream_id, error_code)
-        self.connection.kick()
-        self.lost()

@@ -28,14 +28,13 @@ Differences from HTTP/1.1 (:mod:`palfrey.transport.websocket`):
 - the server's shutdown closes with 1012 as over HTTP/1.1 (the connection
   itself sends GOAWAY).
 
-Timers are deadlines on the read's cancel scope, as over HTTP/1.1: the next
-ping, the pong deadline and the end of the closing handshake.
+The timers, the closing handshake and the write discipline are the same as
+over HTTP/1.1 and live in :class:`~palfrey.transport.ws_transport.WebSocketBase`;
+what is the stream's own is here.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -43,24 +42,13 @@ import trio
 from palfrey.asgi.errors import ClientDisconnected
 from palfrey.asgi.http import Outcome
 from palfrey.asgi.messages import plain_text_headers
-from palfrey.asgi.websocket import WebSocketSession, websocket_scope
-from palfrey.protocols.events import LocalProtocolError, WebSocketDisconnected, WebSocketEvent
-from palfrey.protocols.ws import (
-    ABNORMAL_CLOSURE,
-    INTERNAL_ERROR,
-    NORMAL_CLOSURE,
-    HandshakeError,
-    WSProtocol,
-)
-from palfrey.transport.websocket import CLOSE_HANDSHAKE_TIMEOUT, WriteTurn
-from palfrey.transport.ws_reader import MessageReader
+from palfrey.protocols.events import LocalProtocolError
+from palfrey.protocols.ws import HandshakeError, WSProtocol
+from palfrey.transport.ws_transport import CLOSE_HANDSHAKE_TIMEOUT, WebSocketBase
 
 if TYPE_CHECKING:
+    from palfrey.config.schema import Config
     from palfrey.transport.h2_stream import H2Stream
-
-logger = logging.getLogger("palfrey.error")
-
-_LOST = WebSocketDisconnected(ABNORMAL_CLOSURE, "")
 
 
 async def h2_websocket(stream: H2Stream, scope: dict[str, Any]) -> Outcome | None:
@@ -78,18 +66,8 @@ async def h2_websocket(stream: H2Stream, scope: dict[str, Any]) -> Outcome | Non
     except HandshakeError as exc:
         await _refuse(stream, exc)
         return _outcome(stream)
-    websocket = H2WebSocket(
-        stream,
-        protocol,
-        ping_interval=config.ws_ping_interval or None,
-        ping_timeout=config.ws_ping_timeout or None,
-        max_queue=config.ws_max_queue,
-    )
-    session = WebSocketSession(
-        scope=websocket_scope(scope, protocol.subprotocols),
-        transport=websocket,
-        defaults=state.defaults,
-    )
+    websocket = H2WebSocket(stream, protocol, config)
+    session = websocket.session(scope, state.defaults)
     # The connection says goodbye with GOAWAY; the WebSocket with close 1012.
     stream.on_shutdown = session.shutdown
     if state.stopping:
@@ -121,31 +99,14 @@ async def _refuse(stream: H2Stream, exc: HandshakeError) -> None:
         return
 
 
-class H2WebSocket:
+class H2WebSocket(WebSocketBase):
     """The :class:`~palfrey.asgi.websocket.WebSocketTransport` of an extended CONNECT stream.
 
     It is also the reader's :class:`~palfrey.transport.ws_reader.EventSource`:
     ``read`` is one chunk of the stream's DATA under the timers' deadline.
     """
 
-    __slots__ = (
-        "_accepted",
-        "_answered",
-        "_close_deadline",
-        "_left_at",
-        "_lost",
-        "_next_ping",
-        "_nursery",
-        "_ping_interval",
-        "_ping_timeout",
-        "_pong_deadline",
-        "_read_scope",
-        "_stream",
-        "_writing",
-        "protocol",
-        "reader",
-        "receive_message",
-    )
+    __slots__ = ("_stream",)
 
     #: What the handshake's acceptance answers with (RFC 8441 §5).
     accept_status = 200
@@ -154,31 +115,14 @@ class H2WebSocket:
         self,
         stream: H2Stream,
         protocol: WSProtocol,
-        *,
-        ping_interval: float | None,
-        ping_timeout: float | None,
-        max_queue: int = 32,
+        config: Config,
     ) -> None:
         self._stream = stream
-        self.protocol = protocol
-        self.reader = MessageReader(self, max_queue)
-        #: The session awaits the reader's method itself, without a wrapper around it.
-        self.receive_message = self.reader.receive_message
-        self._ping_interval = ping_interval
-        self._ping_timeout = ping_timeout
-        self._writing = WriteTurn()
-        #: The handshake is answered (accepted, refused, or the app gave up on it).
-        self._answered = trio.Event()
-        self._accepted = False
-        self._next_ping = math.inf
-        self._pong_deadline = math.inf
-        self._close_deadline = math.inf
-        self._read_scope: trio.CancelScope | None = None
-        self._left_at: float | None = None
-        #: The stream carries nothing more: reset, lost, torn by a write cut short,
-        #: or the peer stopped answering.
-        self._lost = False
-        self._nursery: trio.Nursery | None = None
+        super().__init__(
+            protocol,
+            stream.receive_tunnel,
+            config,
+        )
 
     # The handshake answers.
 
@@ -233,68 +177,7 @@ class H2WebSocket:
         if end:
             self._answered.set()
 
-    # Messages and the closing handshake.
-
-    async def send_message(self, data: bytes | str) -> None:
-        async with self._writing:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            protocol = self.protocol
-            if not protocol.open:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                raise ClientDisconnected("the WebSocket is closed")
-            protocol.send_message(data)
-            await self._write(protocol.data_to_send())
-
-    async def close(self, code: int, reason: str) -> None:
-        self.reader.stop(WebSocketDisconnected(code, reason))
-        async with self._writing:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            protocol = self.protocol
-            if not protocol.open:
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return
-            protocol.close(code, reason)
-            self._close_deadline = trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT
-            if self._read_scope is not None:
-                self._read_scope.deadline = min(self._read_scope.deadline, self._close_deadline)
-            await self._write(protocol.data_to_send())
-
-    def close_soon(self, code: int, reason: str) -> None:
-        self.reader.stop(WebSocketDisconnected(code, reason))
-        if self._nursery is not None:
-            self._nursery.start_soon(self._close_quietly, code, reason)
-
-    def app_finished(self) -> None:
-        self._answered.set()
-        self.reader.finish()
-        if self._accepted and self.protocol.open and not self._lost:
-            # The app's close was cancelled before it was written: nobody else will
-            # close, and a peer that answers pings would keep the stream forever.
-            self.close_soon(NORMAL_CLOSURE, "")
-
-    async def _close_quietly(self, code: int, reason: str) -> None:
-        try:
-            await self.close(code, reason)
-        except ClientDisconnected:
-            logger.debug("WebSocket client gone before close %d could be sent", code)
-
-    # The stream's task.
-
-    async def run(self) -> None:
-        """Wait for the app to answer the handshake; if it accepted, read until the end.
-
-        The nursery holds a close the server asked for, written beside the
-        reads; it is moot, and cancelled, once the WebSocket is over.
-        """
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            try:
-                await self._answered.wait()
-                if self._accepted:
-                    await self.reader.run()
-            finally:
-                self._nursery = None
-            nursery.cancel_scope.cancel()
+    # The end of the stream.
 
     async def release(self) -> None:
         """End the stream now that the WebSocket is over, even if the app task still runs.
@@ -322,99 +205,6 @@ class H2WebSocket:
         if scope.cancelled_caught:
             stream.reset()
 
-    # The reader's EventSource.
-
-    async def read(self) -> list[WebSocketEvent]:
-        protocol = self.protocol
-        if self._lost:
-            return protocol.receive_data(b"")
-        if self._left_at is not None:
-            # The time nobody was reading (the app busy, its queue full) does not count
-            # against the peer.
-            self._pong_deadline += trio.current_time() - self._left_at
-        try:
-            with trio.CancelScope(deadline=self._deadline()) as scope:
-                self._read_scope = scope
-                try:
-                    data = await self._stream.receive_tunnel()
-                finally:
-                    self._read_scope = None
-            if scope.cancelled_caught:
-                return await self._on_timer()
-            if data is None:
-                # The peer reset the stream, or the connection is gone.
-                self._lost = True
-                data = b""
-            # ``b""`` (the peer's END_STREAM, RFC 8441 §4's TCP FIN) ends it with 1006
-            # unless the peer's close frame came first.
-            events = protocol.receive_data(data)
-            if protocol.wants_write and not protocol.failed:
-                await self._flush()
-            return events
-        finally:
-            # Pings are sent only while reading, so only an unanswered one needs the time.
-            self._left_at = trio.current_time() if protocol.awaiting_pong else None
-
-    def interrupt(self) -> None:
-        if self._read_scope is not None:
-            self._read_scope.cancel()
-
-    def _deadline(self) -> float:
-        protocol = self.protocol
-        deadline = self._close_deadline
-        if protocol.awaiting_pong:
-            deadline = min(deadline, self._pong_deadline)
-        elif protocol.open:
-            deadline = min(deadline, self._next_ping)
-        return deadline
-
-    async def _on_timer(self) -> list[WebSocketEvent]:
-        """The read's scope was cancelled: a timer fell due, a write failed, or an interrupt."""
-        protocol = self.protocol
-        now = trio.current_time()
-        if self._lost or now >= self._close_deadline:
-            # The peer never answered our close frame, or the stream broke: give up (1006).
-            self._lost = True
-            return protocol.receive_data(b"")
-        if protocol.awaiting_pong and now >= self._pong_deadline:
-            logger.debug("WebSocket keepalive ping timed out; closing with 1011")
-            events = protocol.fail(INTERNAL_ERROR, "keepalive ping timeout")
-            await self._flush()
-            self._lost = True
-            return events
-        if now >= self._next_ping:
-            assert self._ping_interval is not None
-            self._next_ping = now + self._ping_interval
-            if protocol.open:
-                protocol.send_ping()
-                if self._ping_timeout is not None:
-                    self._pong_deadline = now + self._ping_timeout
-                await self._flush()
-        return []
-
-    async def _flush(self) -> None:
-        """Write what the protocol produced on its own (pongs, pings, the close echo).
-
-        This often runs in the app's task (it reads inline), whose own cancel
-        scopes must not drop bytes the protocol has already handed over: the
-        write is shielded, under a deadline of its own. A peer that keeps its
-        window shut for that long is given up on.
-        """
-        if not self.protocol.wants_write:
-            return
-        with trio.CancelScope(
-            shield=True, deadline=trio.current_time() + CLOSE_HANDSHAKE_TIMEOUT
-        ) as scope:
-            async with self._writing:
-                data = self.protocol.data_to_send()
-                if data:
-                    try:
-                        await self._write(data)
-                    except ClientDisconnected:
-                        return
-        if scope.cancelled_caught:
-            self._lose()
-
     async def _write(self, data: bytes) -> None:
         """Queue ``data`` on the stream whole, or give the stream up; call with the lock held."""
         stream = self._stream
@@ -431,20 +221,3 @@ class H2WebSocket:
                 # Cut short part-way: the stream was reset, nothing more can follow.
                 self._lose()
             raise
-
-    def _lose(self) -> None:
-        """Nothing more may be written: end the WebSocket for the app and the reader now.
-
-        The reader may be paused behind a full queue, or the app blocked on
-        this very write: both must learn at once, or the stream (and its
-        concurrency slot) would wait for a peer that is gone.
-        """
-        if self._lost:
-            return
-        self._lost = True
-        self._answered.set()
-        if self._read_scope is not None:
-            self._read_scope.cancel()
-        if not self.protocol.disconnected:
-            # Otherwise the events on their way to the reader already end it, with their code.
-            self.reader.stop(_LOST)

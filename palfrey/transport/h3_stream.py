@@ -15,137 +15,34 @@ connection task sends the datagrams. Back-pressure, every buffer bounded:
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from palfrey.asgi.errors import ClientDisconnected
-from palfrey.asgi.messages import plain_text_headers
-from palfrey.protocols.events import ProtocolError
 from palfrey.protocols.h3 import ErrorCode, StreamClosed
-from palfrey.protocols.status import reason_phrase
+from palfrey.transport.multiplexed import MultiplexedStream
 
 if TYPE_CHECKING:
-    from palfrey.protocols.events import RequestReceived
     from palfrey.transport.quic import QuicConnectionTask
 
 #: Unacknowledged response bytes of one stream beyond which its sends wait.
 SEND_HIGH_WATER = 256 * 1024
 
 
-class H3Stream:
+class H3Stream(MultiplexedStream):
     """One request on an HTTP/3 connection, served by :class:`~palfrey.asgi.http.HTTPCycle`."""
 
-    __slots__ = (
-        "_body_wait",
-        "_gone_event",
-        "_head_only",
-        "_received",
-        "chunks",
-        "complete",
-        "connection",
-        "ended",
-        "gone",
-        "head_sent",
-        "pending_error",
-        "stream_id",
-        "supports_early_hints",
-        "supports_trailers",
-    )
+    __slots__ = ()
 
-    def __init__(self, connection: QuicConnectionTask, request: RequestReceived) -> None:
-        self.connection = connection
-        self.stream_id = request.stream_id
-        self.chunks: deque[bytes] = deque()
-        #: The client finished its side: the request body is complete.
-        self.ended = False
-        self._received = 0
-        self._body_wait: trio.Event | None = None
-        self._gone_event: trio.Event | None = None
-        self._head_only = request.method == b"HEAD"
-        #: The stream takes no more frames: reset or stopped by the peer, or the connection ended.
-        self.gone = False
-        self.head_sent = False
-        #: The response went out whole (FIN queued).
-        self.complete = False
-        self.pending_error: ProtocolError | None = None
-        self.supports_trailers = True
-        self.supports_early_hints = True
+    CANCEL = ErrorCode.H3_REQUEST_CANCELLED
+    INTERNAL_ERROR = ErrorCode.H3_INTERNAL_ERROR
+    #: HTTP/3 has no extended CONNECT here: DATA is always a request body.
+    tunnel = False
 
-    # Called by the connection task.
-
-    def data_received(self, data: bytes) -> None:
-        self._received += len(data)
-        limit = self.connection.state.config.limit_request_body
-        if limit is not None and self._received > limit:
-            if self.pending_error is None:
-                self.pending_error = ProtocolError("Request body too large", 413)
-                self._wake_body()
-            # Not buffered: nobody will read it.
-            self.connection.protocol.acknowledge(self.stream_id, len(data))
-            return
-        self.chunks.append(data)
-        self._wake_body()
-
-    def request_ended(self) -> None:
-        self.ended = True
-        self._wake_body()
-
-    def lost(self) -> None:
-        self.gone = True
-        if self._gone_event is not None:
-            self._gone_event.set()
-        self._wake_body()
-
-    def _wake_body(self) -> None:
-        if self._body_wait is not None:
-            self._body_wait.set()
+    connection: QuicConnectionTask
 
     # HTTPStream.
-
-    async def receive_body(self) -> tuple[bytes, bool] | None:
-        chunks = self.chunks
-        while True:
-            if self.gone or self.pending_error is not None:
-                await trio.lowlevel.checkpoint()
-                return None
-            if chunks:
-                # Checkpoint first, so a cancel loses no chunk.
-                await trio.lowlevel.checkpoint()
-                data = chunks.popleft()
-                connection = self.connection
-                connection.protocol.acknowledge(self.stream_id, len(data))
-                connection.kick()
-                return data, bool(chunks) or not self.ended
-            if self.ended:
-                await trio.lowlevel.checkpoint()
-                return b"", False
-            self._body_wait = wait = trio.Event()
-            with trio.move_on_after(self.connection.state.config.timeout_request_body):
-                await wait.wait()
-                continue
-            # RFC 9110 §15.5.9; sent only if the response has not started.
-            self.pending_error = ProtocolError("Timed out reading the request body", 408)
-
-    async def wait_disconnected(self) -> None:
-        if self.gone:
-            await trio.lowlevel.checkpoint()
-            return
-        if self._gone_event is None:
-            self._gone_event = trio.Event()
-        await self._gone_event.wait()
-
-    async def refuse(self) -> None:
-        await self.send_error(503)
-
-    async def send_error(self, status: int) -> None:
-        body = reason_phrase(status)
-        headers = plain_text_headers(self.connection.state.defaults, body)
-        try:
-            await self.send_head(status, headers, body, True)
-        except ClientDisconnected:
-            return
 
     async def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
         self._queue(self.connection.protocol.send_informational, status, headers)
@@ -205,13 +102,5 @@ class H3Stream:
                 if self.gone or not connection.writable:
                     raise ClientDisconnected("the stream was reset or the connection lost")
             return
-        self.reset(ErrorCode.H3_REQUEST_CANCELLED)
+        self.reset()
         raise ClientDisconnected("the client did not read the response within --timeout-send")
-
-    def reset(self, error_code: int = ErrorCode.H3_REQUEST_CANCELLED) -> None:
-        """Abort the stream both ways now; it takes no more frames."""
-        if self.gone:
-            return
-        self.connection.protocol.reset(self.stream_id, error_code)
-        self.connection.kick()
-        self.lost()

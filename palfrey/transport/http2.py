@@ -24,12 +24,11 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from palfrey.asgi.errors import ClientDisconnected
-from palfrey.asgi.http import Outcome
 from palfrey.protocols.events import (
     ConnectionTerminated,
     ControlReceived,
@@ -42,11 +41,12 @@ from palfrey.protocols.events import (
 from palfrey.protocols.h2 import ErrorCodes, H2ConnectionError, H2Protocol
 from palfrey.transport.h2_stream import OUTPUT_HIGH_WATER, H2Stream
 from palfrey.transport.h2_websocket import h2_websocket
-from palfrey.transport.streams import serve_request
+from palfrey.transport.multiplexed import serve_stream
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from palfrey.asgi.http import Outcome
     from palfrey.asgi.scope import Address
     from palfrey.transport.state import ConnectionControl, ServerState
 
@@ -313,45 +313,26 @@ class H2Connection:
         self.control.deadline = math.inf
         self._served_any = True
         assert self.nursery is not None
-        self.nursery.start_soon(self._serve_stream, stream, request)
+        upgrade = None
+        if request.protocol is not None and self.stream_upgrade is not None:
+            upgrade = partial(self.stream_upgrade, stream)
+        self.nursery.start_soon(serve_stream, stream, request, upgrade)
 
-    async def _serve_stream(self, stream: H2Stream, request: RequestReceived) -> None:
+    def stream_finished(self, stream: H2Stream) -> None:
+        """The stream's task is over: forget it, hand back the body it never read."""
+        stream_id = stream.stream_id
         protocol = self.protocol
-        stream_id = request.stream_id
-        try:
-            outcome = await serve_request(
-                self.state,
-                request,
-                stream,
-                scheme=self.scheme,
-                client=self.client,
-                server=self.server,
-                upgrade=(
-                    (lambda scope: self.stream_upgrade(stream, scope))  # type: ignore[misc]
-                    if request.protocol is not None and self.stream_upgrade is not None
-                    else None
-                ),
-            )
-            if stream.pending_error is not None and not stream.head_sent and not stream.gone:
-                await stream.send_error(stream.pending_error.status_code)
-            elif outcome is not Outcome.COMPLETED and not stream.complete and not stream.gone:
-                # Abandoned, failed after the head, or cut off mid-body (every frame
-                # queued is whole, so unlike HTTP/1.1 only the stream is lost).
-                protocol.reset(stream_id, ErrorCodes.INTERNAL_ERROR)
-        except ClientDisconnected:
-            pass
-        finally:
-            del self._streams[stream_id]
-            unread = stream.unread_size()
-            protocol.stream_finished(stream_id)
-            if unread:
-                protocol.acknowledge(stream_id, unread)
-            self.kick()
-            self.control.open_streams = len(self._streams)
-            if not self._streams:
-                self._update_deadline()
-                if self._done():
-                    self.control.waiting_scope.cancel()
+        del self._streams[stream_id]
+        unread = stream.unread_size()
+        protocol.stream_finished(stream_id)
+        if unread:
+            protocol.acknowledge(stream_id, unread)
+        self.kick()
+        self.control.open_streams = len(self._streams)
+        if not self._streams:
+            self._update_deadline()
+            if self._done():
+                self.control.waiting_scope.cancel()
 
     def _update_deadline(self) -> None:
         """With no stream open, the connection waits under the idle deadline."""

@@ -18,7 +18,7 @@ queue (:data:`MAX_QUEUED_DATAGRAMS`; beyond it datagrams are dropped, as a
 full socket buffer would, so one slow connection never stalls the endpoint),
 feeds its sans-I/O :class:`~palfrey.protocols.h3.H3Protocol`, runs each
 request stream's app in its own nursery through
-:func:`~palfrey.transport.streams.serve_request`, and sends what the protocol
+:func:`~palfrey.transport.multiplexed.serve_stream`, and sends what the protocol
 queues. aioquic's timer is the deadline of the one cancel scope the task
 waits in (no task per timer). Sends go straight to the non-blocking socket
 and a datagram the kernel cannot take is dropped: QUIC's loss recovery sends
@@ -43,8 +43,6 @@ from aioquic.quic.packet import (
     pull_quic_header,
 )
 
-from palfrey.asgi.errors import ClientDisconnected
-from palfrey.asgi.http import Outcome
 from palfrey.protocols.events import (
     ConnectionTerminated,
     RequestReceived,
@@ -56,8 +54,8 @@ from palfrey.protocols.fields import split_host_port
 from palfrey.protocols.h3 import ConnectionIdIssued, ConnectionIdRetired, ErrorCode, H3Protocol
 from palfrey.transport.errors import BindError, TLSSetupError
 from palfrey.transport.h3_stream import H3Stream
+from palfrey.transport.multiplexed import serve_stream
 from palfrey.transport.state import ConnectionControl
-from palfrey.transport.streams import serve_request
 
 if TYPE_CHECKING:
     from palfrey.asgi.scope import Address
@@ -288,6 +286,9 @@ class QuicEndpoint:
 class QuicConnectionTask:
     """Serves every stream of one QUIC connection until it closes."""
 
+    #: HTTP/3 runs over TLS only.
+    scheme = "https"
+
     __slots__ = (
         "_progress",
         "_queue",
@@ -440,7 +441,7 @@ class QuicConnectionTask:
             elif kind is StreamEnded:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
-                    stream.request_ended()
+                    stream.ended()
             elif kind is StreamReset:
                 stream = streams.get(event.stream_id)
                 if stream is not None:
@@ -460,32 +461,15 @@ class QuicConnectionTask:
         self._streams[request.stream_id] = stream
         self.control.open_streams = len(self._streams)
         assert self.nursery is not None
-        self.nursery.start_soon(self._serve_stream, stream, request)
+        self.nursery.start_soon(serve_stream, stream, request, None)
 
-    async def _serve_stream(self, stream: H3Stream, request: RequestReceived) -> None:
-        protocol = self.protocol
-        stream_id = request.stream_id
-        try:
-            outcome = await serve_request(
-                self.state,
-                request,
-                stream,
-                scheme="https",
-                client=self.client,
-                server=self.server,
-            )
-            if stream.pending_error is not None and not stream.head_sent and not stream.gone:
-                await stream.send_error(stream.pending_error.status_code)
-            elif outcome is not Outcome.COMPLETED and not stream.complete and not stream.gone:
-                # Every frame queued is whole, so only this stream is lost.
-                protocol.reset(stream_id, ErrorCode.H3_INTERNAL_ERROR)
-        except ClientDisconnected:
-            pass
-        finally:
-            del self._streams[stream_id]
-            protocol.stream_finished(stream_id, request_ended=stream.ended)
-            self.control.open_streams = len(self._streams)
-            self.kick()
+    def stream_finished(self, stream: H3Stream) -> None:
+        """The stream's task is over: forget it, and stop reading a body it left unread."""
+        stream_id = stream.stream_id
+        del self._streams[stream_id]
+        self.protocol.stream_finished(stream_id, request_ended=stream.request_ended)
+        self.control.open_streams = len(self._streams)
+        self.kick()
 
     def _on_shutdown(self) -> None:
         """The server is stopping: GOAWAY (RFC 9114 §5.2), then CONNECTION_CLOSE once the
