@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 from palfrey._version import __version__
 
 if TYPE_CHECKING:
+    from palfrey.cli import run
     from palfrey.config.schema import Config
-    from palfrey.server.runner import run
     from palfrey.server.server import serve
 
 __all__ = ["Config", "__version__", "run", "serve"]
@@ -24,7 +24,7 @@ __all__ = ["Config", "__version__", "run", "serve"]
 #: Public name -> the module that defines it.
 _LAZY = {
     "Config": "palfrey.config.schema",
-    "run": "palfrey.server.runner",
+    "run": "palfrey.cli",
     "serve": "palfrey.server.server",
 }
 

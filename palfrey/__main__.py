@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from palfrey.config.cli import entrypoint
+from palfrey.cli import entrypoint
 
 if __name__ == "__main__":
     entrypoint()

@@ -42,8 +42,8 @@ async def serve_h3(
     endpoints: list[QuicEndpoint] = []
     real_open = server_module.open_quic_endpoints
 
-    async def capture(config):
-        opened = await real_open(config)
+    async def capture(config, **options):
+        opened = await real_open(config, **options)
         endpoints.extend(opened)
         return opened
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import attrs
 
 from palfrey._version import __version__
 from palfrey.config.errors import ConfigError, did_you_mean
-from palfrey.config.schema import Config, Option, options
+from palfrey.config.schema import Option, options
 
 _KIND_METAVARS = {"int": "INT", "float": "NUMBER", "path": "PATH", "list": "VALUE", "str": "TEXT"}
 
@@ -153,33 +153,3 @@ def _reject_extras(parser: argparse.ArgumentParser, extras: list[str]) -> NoRetu
         typed = first.split("=", 1)[0]
         raise ConfigError(f"unknown option {typed!r}{did_you_mean(typed, flags)}")
     raise ConfigError(f"unexpected argument {first!r}")
-
-
-def _runner() -> Callable[[Config], int]:
-    """Look up the server's entry point only once configuration is known to be good.
-
-    Importing it lazily keeps ``palfrey --help`` and config errors fast and
-    independent of the server modules.
-    """
-    from palfrey.server.runner import run_config  # noqa: PLC0415 - deliberately lazy
-
-    return run_config
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the server as the command line asks; return the process exit status."""
-    from palfrey.config.sources import load_config  # noqa: PLC0415 - sources imports this module
-
-    try:
-        config = load_config(argv)
-    except ConfigError as exc:
-        print(f"palfrey: error: {exc}", file=sys.stderr)
-        return 2
-    except SystemExit as exc:  # --help and --version
-        return exc.code if isinstance(exc.code, int) else 0
-    return _runner()(config)
-
-
-def entrypoint() -> None:
-    """The console script: exit the process with :func:`main`'s status."""
-    sys.exit(main())

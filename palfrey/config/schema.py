@@ -10,11 +10,13 @@ is presented to users; the field's type, default and validator are the truth.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
 
+from palfrey.config.binds import parse_bind
 from palfrey.protocols.fields import is_field_value, is_token, split_host_port
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
@@ -124,6 +126,27 @@ def _host_ports(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> 
             ) from None
 
 
+def _bind_addresses(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    for item in value:
+        if not isinstance(item, str):
+            raise TypeError(f"{attribute.name} entries must be strings, got {item!r}")
+        try:
+            parse_bind(item)
+        except ValueError as exc:
+            raise ValueError(f"{attribute.name} entry {item!r}: {exc}") from None
+
+
+def _octal_mode(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    try:
+        mode = int(value, 8)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{attribute.name} must be octal file permissions such as 660, got {value!r}"
+        ) from None
+    if not 0 <= mode <= 0o777:
+        raise ValueError(f"{attribute.name} must be between 000 and 777, got {value!r}")
+
+
 @attrs.define(slots=True, kw_only=True)
 class Config:
     """Every option Palfrey understands, with its default and validation.
@@ -194,6 +217,22 @@ class Config:
         "Serve on an already-bound socket with this file descriptor.",
         kind="int",
         validator=_at_least(0, optional=True),
+        group="socket",
+    )
+    bind: list[str] = _option(  # noqa: RUF009 - _option returns an attrs.field
+        [],
+        "Also listen on ADDR: 'HOST:PORT', '[V6]:PORT', 'unix:PATH' or 'fd://N'; repeat for"
+        " several. With --bind, --host/--port are bound only when given explicitly.",
+        kind="list",
+        metavar="ADDR",
+        validator=_bind_addresses,
+        group="socket",
+    )
+    uds_mode: str = _option(
+        "666",
+        "File permissions of the --uds socket file, in octal.",
+        metavar="OCTAL",
+        validator=_octal_mode,
         group="socket",
     )
     backlog: int = _option(
@@ -450,6 +489,101 @@ class Config:
     )
     ssl_ciphers: str = _option("TLSv1", "TLS ciphers (OpenSSL cipher list).", group="tls")
 
+    set_options: frozenset[str] = attrs.field(
+        factory=frozenset,
+        converter=frozenset,
+        metadata={
+            "option": Option(
+                help="Names of the options a source set explicitly (filled in by the loader).",
+                cli=False,
+                group="processes",
+            )
+        },
+    )
+    workers: int | None = _option(
+        None,
+        "Worker processes, each serving every socket; unset means $WEB_CONCURRENCY, else 1.",
+        kind="int",
+        validator=_at_least(1, optional=True),
+        group="processes",
+    )
+    timeout_worker_healthcheck: float = _option(
+        5.0,
+        "Seconds a worker's event loop may take to answer the supervisor's ping before the"
+        " worker is killed and replaced.",
+        kind="float",
+        validator=_at_least(0.1),
+        group="processes",
+    )
+    workers_lifetime: float | None = _option(
+        None,
+        "Replace each worker, gracefully and one at a time, after this many seconds.",
+        kind="float",
+        validator=_at_least(1, optional=True),
+        group="processes",
+    )
+    workers_max_rss: int | None = _option(
+        None,
+        "Replace a worker, gracefully, once its resident memory passes this many MiB.",
+        kind="int",
+        validator=_at_least(1, optional=True),
+        group="processes",
+    )
+    reload: bool = _option(
+        False,
+        "Restart the server when source files change (pip install 'palfrey[reload]').",
+        kind="bool",
+        group="processes",
+    )
+    reload_dir: list[str] = _option(  # noqa: RUF009 - _option returns an attrs.field
+        [],
+        "Directory to watch with --reload (repeat for several; default: --app-dir).",
+        kind="list",
+        metavar="PATH",
+        group="processes",
+    )
+    reload_include: list[str] = _option(  # noqa: RUF009 - _option returns an attrs.field
+        [],
+        "Glob of file names whose changes trigger a reload (repeat for several; default: *.py).",
+        kind="list",
+        metavar="GLOB",
+        group="processes",
+    )
+    reload_exclude: list[str] = _option(  # noqa: RUF009 - _option returns an attrs.field
+        [],
+        "Glob of file names or directories --reload ignores (repeat for several;"
+        " dot-directories, __pycache__ and *.py[cod] are always ignored).",
+        kind="list",
+        metavar="GLOB",
+        group="processes",
+    )
+    reload_delay: float = _option(
+        0.25,
+        "Seconds to wait after a change before reloading, so a burst of saves reloads once.",
+        kind="float",
+        validator=_at_least(0),
+        group="processes",
+    )
+    pid: str | None = _option(
+        None,
+        "Write the main process's pid to this file (removed on exit).",
+        kind="path",
+        group="processes",
+    )
+    check_config: bool = _option(
+        False,
+        "Validate the configuration, print every setting with its source and exit"
+        " (status 0 when valid, 2 when not) without starting or importing the app.",
+        kind="bool",
+        group="processes",
+    )
+    check_app: bool = _option(
+        False,
+        "With --check-config, also import the application to check that it loads.",
+        kind="bool",
+        group="processes",
+    )
+
     log_level: str = _option("info", "Log level.", choices=LOG_LEVELS, group="logging")
     access_log: bool = _option(
         True,
@@ -461,6 +595,17 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         """Checks that involve more than one option."""
+        if self.reload and self.worker_count > 1:
+            raise ValueError(
+                "reload and workers > 1 cannot be combined: reload runs one serving process"
+            )
+        if (self.reload or self.worker_count > 1) and not (
+            self.app is None or isinstance(self.app, str)
+        ):
+            raise ValueError(
+                "reload and workers need the application as an import string"
+                " ('module:attribute'), because each process imports it afresh"
+            )
         if self.ssl_keyfile is not None and self.ssl_certfile is None:
             raise ValueError("ssl_keyfile is set without ssl_certfile; TLS needs the certificate")
         if self.serves_http3:
@@ -474,6 +619,24 @@ class Config:
                 raise ValueError("http = 'h3' serves UDP on host and port; it cannot use uds")
             if self.http == "h3" and self.fd is not None:
                 raise ValueError("http = 'h3' serves UDP on host and port; it cannot use fd")
+
+    @property
+    def worker_count(self) -> int:
+        """``--workers``, else ``$WEB_CONCURRENCY`` (the Heroku/Uvicorn convention), else 1."""
+        if self.workers is not None:
+            return self.workers
+        text = os.environ.get("WEB_CONCURRENCY", "")
+        return int(text) if text.isdigit() and int(text) > 0 else 1
+
+    @property
+    def uses_supervisor(self) -> bool:
+        """Whether serving needs a supervising process rather than serving in this one."""
+        return (
+            self.reload
+            or self.worker_count > 1
+            or self.workers_lifetime is not None
+            or self.workers_max_rss is not None
+        )
 
     @property
     def serves_http3(self) -> bool:

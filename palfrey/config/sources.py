@@ -293,7 +293,10 @@ def build_config(settings: Mapping[str, Setting]) -> Config:
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{setting.source}: {_reason(exc, name)}") from None
     try:
-        return Config(**{name: setting.value for name, setting in settings.items()})
+        return Config(
+            **{name: setting.value for name, setting in settings.items()},
+            set_options=frozenset(settings),
+        )
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
 
@@ -306,6 +309,13 @@ def load_config(
     Raises :class:`ConfigError` for any mistake, including when no source
     names an application.
     """
+    return build_config(load_settings(argv, environ))
+
+
+def load_settings(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> dict[str, Setting]:
+    """Every option some source sets, with the source that won; see :func:`load_config`."""
     environ = os.environ if environ is None else environ
     command_line = parse_command_line(argv)
     config_path = command_line.config_path
@@ -318,4 +328,4 @@ def load_config(
     settings.update(read_command_line(command_line))
     if settings.get("app") is None:
         raise ConfigError(NO_APP_MESSAGE)
-    return build_config(settings)
+    return settings

@@ -1,14 +1,17 @@
-"""Running a server as a process: the CLI's ``run_config`` and the scripting ``palfrey.run``.
+"""Running a server in this process: load the app, serve it, turn failures into exit statuses.
 
 User mistakes (bad app, port in use, failed startup) end with one line on
-stderr and a non-zero exit status, never a traceback.
+stderr and a non-zero exit status, never a traceback. The command line uses
+:func:`run_config` for a single process; a supervisor's worker uses
+:func:`serve_process` with the sockets it inherited.
 """
 
 from __future__ import annotations
 
 import logging
+import socket
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable
 
 import trio
 
@@ -18,6 +21,7 @@ from palfrey.config.errors import ConfigError
 from palfrey.config.importer import load_app
 from palfrey.config.schema import Config
 from palfrey.server.logging import configure_logging
+from palfrey.server.pidfile import pid_file
 from palfrey.server.server import Server
 from palfrey.transport.errors import ServeError
 
@@ -29,8 +33,23 @@ EXIT_STARTUP_FAILED = 3
 
 
 def run_config(config: Config) -> int:
-    """Load the app named by ``config`` and serve it until shutdown; returns the exit status."""
+    """Load the app named by ``config`` and serve it in this process; returns the exit status."""
     configure_logging(config.log_level, access_log=config.access_log)
+    try:
+        with pid_file(config.pid):
+            return serve_process(config, _serve_with_signals)
+    except ServeError as exc:
+        logger.error("%s", exc)
+        return EXIT_ERROR
+
+
+def serve_process(
+    config: Config,
+    main: Callable[[Server], Awaitable[None]],
+    *,
+    sockets: list[socket.socket] | None = None,
+) -> int:
+    """Import the app, then ``trio.run(main, server)``; returns the exit status."""
     try:
         prepare_loop(config.loop)
         app, interface = wrap_app(
@@ -44,9 +63,9 @@ def run_config(config: Config) -> int:
         print(f"palfrey: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
     logger.info("Application interface: %s", interface)
-    server = Server(app, config)
+    server = Server(app, config, sockets=sockets)
     try:
-        trio.run(_serve_with_signals, server)
+        trio.run(main, server)
     except LifespanFailure as exc:
         logger.error("Application startup failed: %s", exc)
         return EXIT_STARTUP_FAILED
@@ -58,17 +77,3 @@ def run_config(config: Config) -> int:
 
 async def _serve_with_signals(server: Server) -> None:
     await server.serve(handle_signals=True)
-
-
-def run(app: Any, **options: Any) -> None:
-    """Serve ``app`` (an object or an import string) with Uvicorn-style keyword options.
-
-    Exits the process with a non-zero status if serving could not start.
-    """
-    try:
-        config = Config(app=app, **options)
-    except (TypeError, ValueError) as exc:
-        raise SystemExit(f"palfrey: error: {exc}") from None
-    status = run_config(config)
-    if status != EXIT_OK:
-        raise SystemExit(status)

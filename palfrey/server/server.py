@@ -12,6 +12,7 @@ import logging
 import os
 import random
 import signal
+import socket
 import ssl
 import sys
 from typing import Any
@@ -26,7 +27,7 @@ from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
 from palfrey.asgi.types import ASGIApp
 from palfrey.config.schema import Config
 from palfrey.transport.errors import BindError, ServeError, TLSSetupError
-from palfrey.transport.listeners import describe, open_listeners
+from palfrey.transport.listeners import describe, open_listeners, remove_socket_files
 from palfrey.transport.protocol_select import alpn_protocols, h1_protocol_class, protocol_names
 from palfrey.transport.quic import open_quic_endpoints
 from palfrey.transport.socket_stream import SocketListener
@@ -44,8 +45,15 @@ logger = logging.getLogger("palfrey.error")
 class Server:
     """One serving run of an ASGI 3 app with a validated :class:`Config`."""
 
-    def __init__(self, app: ASGIApp, config: Config) -> None:
+    def __init__(
+        self, app: ASGIApp, config: Config, *, sockets: list[socket.socket] | None = None
+    ) -> None:
+        """``sockets``, when given, are listening sockets a supervisor bound and handed down:
+        the server then serves those instead of binding, binds HTTP/3 with
+        ``SO_REUSEPORT`` beside its sibling workers, and leaves the banner to
+        the supervisor."""
         self.config = config
+        self.sockets = sockets
         if config.proxy_headers:
             app = ProxyHeadersMiddleware(app, config.forwarded_allow_ips)
         max_requests = config.limit_max_requests
@@ -144,10 +152,19 @@ class Server:
                 root.cancel_scope.cancel()
                 return
             listeners: list[SocketListener] = []
+            in_worker = self.sockets is not None
             try:
-                if config.http != "h3":
+                if self.sockets is not None:
+                    listeners = [
+                        SocketListener(sock, skip_redundant_yields=True) for sock in self.sockets
+                    ]
+                elif config.http != "h3":
                     listeners = await open_listeners(config)
-                endpoints = await open_quic_endpoints(config) if config.serves_http3 else []
+                endpoints = (
+                    await open_quic_endpoints(config, reuse_port=in_worker)
+                    if config.serves_http3
+                    else []
+                )
             except (BindError, TLSSetupError):
                 for listener in listeners:
                     listener.socket.close()
@@ -168,7 +185,9 @@ class Server:
                 addresses = [
                     describe(listener, tls=ssl_context is not None) for listener in listeners
                 ] + [endpoint.describe() for endpoint in endpoints]
-                self._announce(addresses)
+                logger.info("Started server process [%d]", os.getpid())
+                if not in_worker:
+                    log_banner(self.config, addresses)
                 task_status.started(addresses)
                 await state.shutdown_requested.wait()
                 listening.cancel()
@@ -184,6 +203,8 @@ class Server:
                 )
             await lifespan.shutdown()
             root.cancel_scope.cancel()
+        if not in_worker:
+            remove_socket_files(config)
         logger.info("Finished server process [%d]", os.getpid())
 
     async def _accept(
@@ -205,15 +226,6 @@ class Server:
             return None
         return create_ssl_context(self.config, alpn_protocols(self.config.http))
 
-    def _announce(self, addresses: list[str]) -> None:
-        logger.info("Started server process [%d]", os.getpid())
-        logger.info("Protocols: %s", protocol_names(self.config))
-        for address in addresses:
-            shown = address
-            if address.startswith("quic://"):
-                shown = "https://" + address.removeprefix("quic://") + " (HTTP/3, UDP)"
-            logger.info("Palfrey running on %s (Press CTRL+C to quit)", shown)
-
     def _advertise_http3(self, port: int) -> None:
         """Every TCP response names the HTTP/3 port (RFC 7838 ``alt-svc``, RFC 9114 §3.1.1),
         which is how a browser finds HTTP/3; an app's own ``alt-svc`` wins (a default)."""
@@ -230,6 +242,16 @@ class Server:
                     return
                 logger.info("Received %s; shutting down gracefully", signal.Signals(signum).name)
                 self.request_shutdown()
+
+
+def log_banner(config: Config, addresses: list[str]) -> None:
+    """The lines that tell a user what is served where (the supervisor's banner too)."""
+    logger.info("Protocols: %s", protocol_names(config))
+    for address in addresses:
+        shown = address
+        if address.startswith("quic://"):
+            shown = "https://" + address.removeprefix("quic://") + " (HTTP/3, UDP)"
+        logger.info("Palfrey running on %s (Press CTRL+C to quit)", shown)
 
 
 def _startup_failure(group: BaseExceptionGroup[BaseException]) -> BaseException | None:

@@ -107,13 +107,20 @@ def quic_addresses(config: Config) -> list[tuple[str, int]]:
     return [split_host_port(item) for item in config.quic_bind]
 
 
-async def open_quic_endpoints(config: Config) -> list[QuicEndpoint]:
-    """Bind one UDP socket per HTTP/3 address; raises :class:`BindError`."""
+async def open_quic_endpoints(config: Config, *, reuse_port: bool = False) -> list[QuicEndpoint]:
+    """Bind one UDP socket per HTTP/3 address; raises :class:`BindError`.
+
+    Worker processes each bind their own socket with ``reuse_port``: the
+    kernel then hashes every client's datagrams to one worker, so a QUIC
+    connection stays in the process that holds its state (a shared socket
+    would scatter them).
+    """
     configuration = quic_configuration(config)
     endpoints: list[QuicEndpoint] = []
     try:
         for host, port in quic_addresses(config):
-            endpoints.append(QuicEndpoint(await _bind_udp(host, port), configuration))
+            sock = await bind_udp(host, port, reuse_port=reuse_port)
+            endpoints.append(QuicEndpoint(sock, configuration))
     except BaseException:
         for endpoint in endpoints:
             endpoint.sock.close()
@@ -121,7 +128,7 @@ async def open_quic_endpoints(config: Config) -> list[QuicEndpoint]:
     return endpoints
 
 
-async def _bind_udp(host: str, port: int) -> socket.socket:
+async def bind_udp(host: str, port: int, *, reuse_port: bool = False) -> socket.socket:
     try:
         infos = await trio.socket.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
     except OSError as exc:
@@ -130,6 +137,8 @@ async def _bind_udp(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, kind, proto)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(address)
     except OSError as exc:
         sock.close()

@@ -69,6 +69,8 @@ class ServerState:
     total_requests: int = 0
     connections: set[ConnectionControl] = attrs.Factory(set)
     shutdown_requested: trio.Event = attrs.Factory(trio.Event)
+    #: Set when --limit-max-requests started the shutdown: a supervisor then starts a replacement.
+    limit_reached: trio.Event = attrs.Factory(trio.Event)
 
     def count_request(self) -> None:
         """Count a request; the one that reaches ``--limit-max-requests`` starts the shutdown."""
@@ -76,6 +78,7 @@ class ServerState:
         if self.max_requests is not None and self.total_requests >= self.max_requests:
             if not self.shutdown_requested.is_set():
                 logger.info("Maximum request limit of %d reached; shutting down", self.max_requests)
+                self.limit_reached.set()
             self.request_shutdown()
 
     def request_shutdown(self) -> None:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from palfrey.config import Config, ConfigError, cli, load_config
-from palfrey.config.cli import build_parser, flag_name, main, parse_command_line, version
+from palfrey import cli
+from palfrey.cli import main
+from palfrey.config import Config, ConfigError, load_config
+from palfrey.config.cli import build_parser, flag_name, parse_command_line, version
 from palfrey.config.schema import options
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -148,13 +150,13 @@ class TestMain:
             seen.append(config)
             return 7
 
-        monkeypatch.setattr(cli, "_runner", lambda: run_config)
+        monkeypatch.setattr(cli, "run_config", run_config)
         assert main(["pkg:app", "--port", "1234"]) == 7
         assert seen[0].app == "pkg:app"
         assert seen[0].port == 1234
 
     def test_runner_not_reached_on_error(self, monkeypatch):
-        monkeypatch.setattr(cli, "_runner", lambda: pytest.fail("runner called"))
+        monkeypatch.setattr(cli, "run_config", lambda _config: pytest.fail("runner called"))
         assert main([]) == 2
 
     def test_entrypoint_exits_with_status(self, monkeypatch):

@@ -72,7 +72,7 @@ def test_building_a_config_loads_no_server() -> None:
 def test_version_and_help_load_no_server() -> None:
     code = """
         import contextlib, io
-        from palfrey.config.cli import main
+        from palfrey.cli import main
         with contextlib.redirect_stdout(io.StringIO()):
             assert main(["--version"]) == 0
             assert main(["--help"]) == 0
@@ -101,7 +101,7 @@ def test_public_api_resolves_lazily_in_a_fresh_interpreter() -> None:
         assert "palfrey.server.server" not in sys.modules
         from palfrey import Config, run, serve
         from palfrey.config.schema import Config as SchemaConfig
-        from palfrey.server.runner import run as runner_run
+        from palfrey.cli import run as runner_run
         from palfrey.server.server import serve as server_serve
         assert (Config, run, serve) == (SchemaConfig, runner_run, server_serve)
     """
@@ -110,7 +110,7 @@ def test_public_api_resolves_lazily_in_a_fresh_interpreter() -> None:
 
 def test_public_api_names() -> None:
     from palfrey.config.schema import Config  # noqa: PLC0415
-    from palfrey.server.runner import run  # noqa: PLC0415
+    from palfrey.cli import run  # noqa: PLC0415
     from palfrey.server.server import serve  # noqa: PLC0415
 
     assert palfrey.Config is Config

@@ -1,0 +1,102 @@
+"""A worker process: ``python -m palfrey.supervisor.worker CONTROL_FD [SOCKET_FD ...]``.
+
+It receives its configuration on the control channel, imports the app
+afresh (so a restart serves new code), serves the listening sockets it
+inherited, answers the supervisor's pings from its trio loop, and shuts down
+gracefully on SIGTERM/SIGINT or when the supervisor goes away.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import socket
+import sys
+
+import attrs
+import trio
+
+from palfrey.asgi.lifespan import LifespanFailure
+from palfrey.server.logging import configure_logging
+from palfrey.server.runner import EXIT_ERROR, serve_process
+from palfrey.server.server import Server
+from palfrey.supervisor.control import PING, PONG, READY, RECYCLING, receive_config
+from palfrey.transport.errors import ServeError
+
+
+def main(argv: list[str]) -> int:
+    control = socket.socket(fileno=int(argv[0]))
+    sockets = [socket.socket(fileno=int(fd)) for fd in argv[1:]]
+    try:
+        config = receive_config(control)
+    except (EOFError, OSError, ValueError, TypeError) as exc:
+        print(f"palfrey: worker could not read its configuration: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    configure_logging(config.log_level, access_log=config.access_log, show_pid=True)
+    return serve_process(config, functools.partial(_serve_worker, control=control), sockets=sockets)
+
+
+async def _serve_worker(server: Server, *, control: socket.socket) -> None:
+    """Serve, telling the supervisor when serving began and when the request limit ends it."""
+    channel = _SupervisorChannel(trio.SocketStream(trio.socket.from_stdlib_socket(control)))
+    ready = trio.Event()
+    failure: BaseException | None = None
+
+    async def run_server() -> None:
+        nonlocal failure
+        try:
+            await server.serve(handle_signals=True, task_status=_Started(ready))
+        except (LifespanFailure, ServeError) as exc:
+            failure = exc
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(channel.answer_pings, server)
+        nursery.start_soon(run_server)
+        await ready.wait()
+        await channel.tell(READY)
+        await server.state.limit_reached.wait()
+        await channel.tell(RECYCLING)
+    if failure is not None:
+        raise failure
+
+
+@attrs.define(slots=True)
+class _Started:
+    """Stands in for a nursery's task status: the server calls ``started`` once it listens."""
+
+    event: trio.Event
+
+    def started(self, _value: object = None) -> None:
+        self.event.set()
+
+
+@attrs.define(slots=True)
+class _SupervisorChannel:
+    """The worker's end of the control channel; one lock keeps its writes whole."""
+
+    stream: trio.SocketStream
+    sending: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock)
+
+    async def tell(self, message: bytes) -> None:
+        async with self.sending:
+            # A supervisor that went away is noticed by answer_pings, which reads.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await self.stream.send_all(message)
+
+    async def answer_pings(self, server: Server) -> None:
+        """Answer each ping; if the supervisor is gone, shut down rather than serve orphaned."""
+        while True:
+            try:
+                data = await self.stream.receive_some()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                data = b""
+            if not data:
+                server.request_shutdown()
+                return
+            for _ in range(data.count(PING)):
+                await self.tell(PONG)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
