@@ -595,7 +595,7 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         """Checks that involve more than one option."""
-        if self.reload and self.worker_count > 1:
+        if self.reload and self.workers is not None and self.workers > 1:
             raise ValueError(
                 "reload and workers > 1 cannot be combined: reload runs one serving process"
             )
@@ -622,9 +622,14 @@ class Config:
 
     @property
     def worker_count(self) -> int:
-        """``--workers``, else ``$WEB_CONCURRENCY`` (the Heroku/Uvicorn convention), else 1."""
+        """``--workers``, else ``$WEB_CONCURRENCY`` (the Heroku/Uvicorn convention), else 1.
+
+        ``--reload`` runs one serving process whatever ``$WEB_CONCURRENCY`` says.
+        """
         if self.workers is not None:
             return self.workers
+        if self.reload:
+            return 1
         text = os.environ.get("WEB_CONCURRENCY", "")
         return int(text) if text.isdigit() and int(text) > 0 else 1
 

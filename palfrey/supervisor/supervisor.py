@@ -126,6 +126,8 @@ class Slot:
 
     async def replace(self) -> None:
         """Replace this slot's worker gracefully (or start one) and wait until that is done."""
+        if self.leaving:
+            return
         done = trio.Event()
         self.replace_requests.append(done)
         self.wake()
@@ -242,31 +244,34 @@ class Supervisor:
             services.start_soon(self._watch_signals, services)
             if self.config.workers_max_rss is not None:
                 services.start_soon(self._watch_memory, self.config.workers_max_rss)
+            if self.config.reload:
+                # Watching starts before the first worker: if its code does not import,
+                # the next change is what starts one.
+                reload = importlib.import_module("palfrey.supervisor.reload")
+                services.start_soon(reload.watch_for_changes, self.config, self.restart_all)
             async with trio.open_nursery() as workers:
                 self.workers_nursery = workers
                 async with trio.open_nursery() as slots:
                     self.slots_nursery = slots
                     for _ in range(self.config.worker_count):
                         self.add_slot()
-                    services.start_soon(self._announce, addresses, services)
+                    services.start_soon(self._announce, addresses)
             services.cancel_scope.cancel()
         logger.info("Finished supervisor process [%d]", os.getpid())
         return self.exit_status
 
-    async def _announce(self, addresses: list[str], services: trio.Nursery) -> None:
+    async def _announce(self, addresses: list[str]) -> None:
         for slot in list(self.slots):
             await slot.first_ready.wait()
         self.ever_served = True
         log_banner(self.config, addresses)
+        pids = [str(slot.current.pid) for slot in self.slots if slot.current is not None]
         logger.info(
-            "Serving with %d worker processes: %s",
-            len(self.slots),
-            ", ".join(str(slot.current.pid) for slot in self.slots if slot.current),
+            "Serving with %d worker process%s: %s",
+            len(pids),
+            "" if len(pids) == 1 else "es",
+            ", ".join(pids),
         )
-        if self.config.reload:
-            from palfrey.supervisor.reload import watch_for_changes  # noqa: PLC0415
-
-            services.start_soon(watch_for_changes, self.config, self.restart_all)
 
     def add_slot(self) -> None:
         slot = Slot(self)
