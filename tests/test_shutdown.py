@@ -24,6 +24,7 @@ from h1_client import (
 )
 
 import palfrey
+from palfrey.transport.state import FIRST_REQUEST_GRACE
 
 Scope = dict[str, Any]
 
@@ -106,13 +107,35 @@ async def test_idle_keep_alive_connections_close_at_once() -> None:
         idle = await served.connect()
         await idle.send(request())
         assert (await idle.read_response()).status == 200
-        fresh = await served.connect()
         served.scope.cancel()
         await idle.assert_closed(timeout=1)
-        await fresh.assert_closed(timeout=1)
         assert await served.wait_finished() < 1
         await idle.aclose()
-        await fresh.aclose()
+
+
+async def test_a_fresh_connection_gets_a_grace_for_its_first_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A connection accepted as shutdown begins usually has its request on the way:
+    closing it would fail that request (what a rolling restart must avoid)."""
+    async with serving(ok_app, timeout_keep_alive=30, lifespan="off") as served:
+        late = await served.connect()
+        silent = await served.connect()
+        await trio.sleep(0.1)
+        cancelled_at = trio.current_time()
+        served.scope.cancel()
+        await trio.sleep(FIRST_REQUEST_GRACE / 2)
+        await late.send(request())
+        response = await late.read_response()
+        assert response.status == 200
+        assert response.header(b"connection") == b"close"
+        await late.assert_closed()
+        # A connection that sends nothing is closed once the grace (plus one sweep) is over.
+        await silent.assert_closed(timeout=FIRST_REQUEST_GRACE + 1)
+        await served.wait_finished()
+        assert FIRST_REQUEST_GRACE <= trio.current_time() - cancelled_at < FIRST_REQUEST_GRACE + 1
+        await late.aclose()
+        await silent.aclose()
 
 
 async def test_graceful_timeout_cancels_a_stuck_request(

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 
 from palfrey.config.errors import ConfigError
 from palfrey.config.importer import load_app
-from palfrey.config.schema import options
+from palfrey.config.schema import Config, options
 from palfrey.config.sources import Setting, build_config
 
 EXIT_VALID = 0
@@ -24,7 +24,7 @@ def check_config(settings: Mapping[str, Setting]) -> int:
     try:
         config = build_config(settings)
         if config.check_app:
-            load_app(config)
+            _import_app(config)
     except ConfigError as exc:
         print(f"palfrey: error: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -36,6 +36,20 @@ def check_config(settings: Mapping[str, Setting]) -> int:
         print(f"{field.name} = {_show(getattr(config, field.name))}  # {source}")
     print("configuration is valid" + (" and the application loads" if config.check_app else ""))
     return EXIT_VALID
+
+
+def _import_app(config: Config) -> None:
+    """Import the app; whatever its module raises (a SyntaxError, a missing setting)
+    is the user's mistake to report, not a crash of the check."""
+    try:
+        load_app(config)
+    except ConfigError:
+        raise
+    except Exception as exc:
+        where = f" (line {exc.lineno} of {exc.filename})" if isinstance(exc, SyntaxError) else ""
+        raise ConfigError(
+            f"importing {config.app!r} raised {type(exc).__name__}: {exc}{where}"
+        ) from None
 
 
 def _show(value: object) -> str:

@@ -552,7 +552,7 @@ class Config:
     reload_exclude: list[str] = _option(  # noqa: RUF009 - _option returns an attrs.field
         [],
         "Glob of file names or directories --reload ignores (repeat for several;"
-        " dot-directories, __pycache__ and *.py[cod] are always ignored).",
+        " watchfiles' defaults such as .git, .venv, __pycache__ and *.py[cod] always are).",
         kind="list",
         metavar="GLOB",
         group="processes",

@@ -162,6 +162,8 @@ class Slot:
             await self._wait(self._replace_at(self.current))
             await self._follow(self.current)
         self._answer_replace_requests()
+        # A slot removed before its first worker served must not hold up the banner.
+        self.first_ready.set()
         if self.current is not None:
             await supervisor.retire(self.current)
 
@@ -263,6 +265,8 @@ class Supervisor:
     async def _announce(self, addresses: list[str]) -> None:
         for slot in list(self.slots):
             await slot.first_ready.wait()
+        if self.stopping:
+            return
         self.ever_served = True
         log_banner(self.config, addresses)
         pids = [str(slot.current.pid) for slot in self.slots if slot.current is not None]
@@ -293,8 +297,10 @@ class Supervisor:
         self.workers_nursery.start_soon(self._watch_worker, worker)
         # Lifespan startup has its own timeout; this bounds an import that never ends.
         with trio.move_on_after(self.config.timeout_lifespan + 30):
-            await worker.settled.wait()
-        if worker.state is WorkerState.STARTING:
+            await _first_of(worker.settled, self.stopped)
+        if worker.state is WorkerState.STARTING and self.stopping:
+            await self.retire(worker)
+        elif worker.state is WorkerState.STARTING:
             logger.error("Worker [%d] did not start in time; killing it", worker.pid)
             worker.kill()
             await worker.exited.wait()
@@ -396,6 +402,11 @@ class Supervisor:
                     self.remove_slot()
 
     async def _watch_memory(self, limit_mib: int) -> None:
+        if resident_mib(os.getpid()) is None:
+            logger.warning(
+                "--workers-max-rss has no effect here: memory is read from /proc (Linux)"
+            )
+            return
         while True:
             await trio.sleep(MEMORY_CHECK_INTERVAL)
             for slot in self.slots:
@@ -410,3 +421,15 @@ class Supervisor:
                         f"its memory ({used:.0f} MiB) passed --workers-max-rss ({limit_mib} MiB)"
                     )
                     slot.wake()
+
+
+async def _first_of(*events: trio.Event) -> None:
+    """Return as soon as any of ``events`` is set."""
+    async with trio.open_nursery() as nursery:
+        for event in events:
+            nursery.start_soon(_set_then_cancel, event, nursery.cancel_scope)
+
+
+async def _set_then_cancel(event: trio.Event, scope: trio.CancelScope) -> None:
+    await event.wait()
+    scope.cancel()

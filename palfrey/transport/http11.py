@@ -36,6 +36,7 @@ from palfrey.protocols.events import (
     RequestReceived,
 )
 from palfrey.protocols.status import reason_phrase, render_simple_response
+from palfrey.transport.state import FIRST_REQUEST_GRACE
 from palfrey.transport.streams import serve_request
 
 if TYPE_CHECKING:
@@ -171,7 +172,7 @@ class H1Connection:
             # A pipelined request; otherwise there is nothing to parse before reading.
             events.extend(protocol.next_events())
         if not events:
-            if self.state.stopping or self._peer_gone:
+            if self._peer_gone or (self.state.stopping and not first):
                 return None
             config = self.state.config
             control = self.control
@@ -180,6 +181,10 @@ class H1Connection:
             control.deadline = (
                 header_deadline if first else min(header_deadline, now + config.timeout_keep_alive)
             )
+            if first and self.state.stopping:
+                # Accepted as shutdown began: see ConnectionControl.shutdown.
+                control.deadline = min(control.deadline, now + FIRST_REQUEST_GRACE)
+            control.awaiting_first_request = first
             control.idle = True
             try:
                 while not events:

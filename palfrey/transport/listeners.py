@@ -66,6 +66,7 @@ async def open_listeners(config: Config) -> list[SocketListener]:
     except BaseException:
         for sock in sockets:
             sock.close()
+        remove_socket_files(config)
         raise
     return [SocketListener(sock, skip_redundant_yields=True) for sock in sockets]
 

@@ -23,6 +23,7 @@ from palfrey.transport.errors import ServeError
 from palfrey.transport.h2c import h2c_upgrade
 from palfrey.transport.http2 import H2Connection, open_h2_connection
 from palfrey.transport.http11 import H1Connection
+from palfrey.transport.state import FIRST_REQUEST_GRACE
 from palfrey.transport.websocket import websocket_upgrade
 
 if TYPE_CHECKING:
@@ -124,7 +125,12 @@ async def _peek(
     """The first bytes of a cleartext connection, enough to tell the HTTP/2 preface from
     an HTTP/1.1 request; read under the request-head deadline, as HTTP/1.1 would."""
     data = b""
-    control.deadline = trio.current_time() + state.config.timeout_request_header
+    now = trio.current_time()
+    control.deadline = now + state.config.timeout_request_header
+    if state.stopping:
+        # Accepted as shutdown began: see ConnectionControl.shutdown.
+        control.deadline = min(control.deadline, now + FIRST_REQUEST_GRACE)
+    control.awaiting_first_request = True
     control.idle = True
     try:
         with control.waiting_scope:

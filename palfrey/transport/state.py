@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("palfrey.error")
 
+#: Seconds a connection accepted just before shutdown has to send its first request.
+FIRST_REQUEST_GRACE = 1.0
+
 
 @attrs.define(slots=True, eq=False)
 class ConnectionControl:
@@ -39,6 +42,9 @@ class ConnectionControl:
     deadline: float = math.inf
     #: True while the connection waits for a request head.
     idle: bool = False
+    #: True while that head is the connection's first: shutdown then gives it
+    #: FIRST_REQUEST_GRACE instead of closing it.
+    awaiting_first_request: bool = False
     #: Requests (streams) being served on the connection now.
     open_streams: int = 0
     #: Called at shutdown while the connection carries a protocol of its own.
@@ -49,9 +55,21 @@ class ConnectionControl:
         self.waiting_scope.cancel()
 
     def shutdown(self) -> None:
-        """The server is stopping: end an idle wait now, and tell any protocol on top."""
+        """The server is stopping: end an idle wait now, and tell any protocol on top.
+
+        A keep-alive connection between requests is closed at once (a client
+        retries a request that crosses the close, RFC 9112 §9.3.1). A
+        connection still waiting for its first request was accepted moments
+        ago, typically with the request already on its way; closing it would
+        fail that request, which is what a rolling restart must never do, so
+        it gets a short grace to deliver it (answered with ``connection:
+        close``).
+        """
         if self.idle:
-            self.waiting_scope.cancel()
+            if self.awaiting_first_request:
+                self.deadline = min(self.deadline, trio.current_time() + FIRST_REQUEST_GRACE)
+            else:
+                self.waiting_scope.cancel()
         if self.on_shutdown is not None:
             self.on_shutdown()
 
