@@ -109,8 +109,8 @@ def test_public_api_resolves_lazily_in_a_fresh_interpreter() -> None:
 
 
 def test_public_api_names() -> None:
-    from palfrey.config.schema import Config  # noqa: PLC0415
     from palfrey.cli import run  # noqa: PLC0415
+    from palfrey.config.schema import Config  # noqa: PLC0415
     from palfrey.server.server import serve  # noqa: PLC0415
 
     assert palfrey.Config is Config
