@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import time
+
 import trio
 
 
@@ -32,3 +35,28 @@ async def failing_startup(scope, receive, send):
 
 
 not_an_app = "I am a string"
+
+
+_held: list[bytes] = []
+
+
+async def pid(scope, receive, send):
+    """Answers with the serving process's pid, so tests can tell the workers apart.
+
+    ``/hold?SECONDS`` first blocks the worker's event loop (``time.sleep``), so that
+    the connections that follow are accepted by the other workers.
+    """
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] != "lifespan.shutdown":
+            await send({"type": "lifespan.startup.complete"})
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    if scope["path"] == "/hold":
+        time.sleep(float(scope["query_string"] or b"0.3"))
+    if scope["path"] == "/grow":
+        # Resident memory (written bytes, not calloc'd zeros) held until the worker exits.
+        _held.append(b"x" * (int(scope["query_string"]) * 1024 * 1024))
+    body = str(os.getpid()).encode()
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

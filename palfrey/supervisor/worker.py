@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import signal
 import socket
 import sys
 
@@ -25,6 +26,7 @@ from palfrey.transport.errors import ServeError
 
 
 def main(argv: list[str]) -> int:
+    _remember_stop_signals()
     control = socket.socket(fileno=int(argv[0]))
     sockets = [socket.socket(fileno=int(fd)) for fd in argv[1:]]
     try:
@@ -33,7 +35,33 @@ def main(argv: list[str]) -> int:
         print(f"palfrey: worker could not read its configuration: {exc}", file=sys.stderr)
         return EXIT_ERROR
     configure_logging(config.log_level, access_log=config.access_log, show_pid=True)
-    return serve_process(config, functools.partial(_serve_worker, control=control), sockets=sockets)
+    status = serve_process(
+        config, functools.partial(_serve_worker, control=control), sockets=sockets
+    )
+    # Served and shut down: a late signal must not turn the exit status into a kill.
+    # (Interpreter finalization puts Python-level handlers back to the default
+    # action; it leaves SIG_IGN alone.)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_IGN)
+    return status
+
+
+#: SIGINT/SIGTERM that reached the worker while the server's own signal watcher
+#: was not listening (before it started, or after it ended).
+_stop_signals: list[int] = []
+
+
+def _remember_stop_signals() -> None:
+    """Replace the default actions of SIGINT and SIGTERM by a note.
+
+    The server watches these signals only while it serves; trio restores this
+    handler when it stops. Without it, a SIGTERM arriving during import or
+    in the last moments of a shutdown (the supervisor's, after a signal to the
+    whole process group) would kill the worker outright, skipping its clean
+    exit; a note taken before serving turns into a shutdown request.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, _frame: _stop_signals.append(received))
 
 
 async def _serve_worker(server: Server, *, control: socket.socket) -> None:
@@ -53,8 +81,12 @@ async def _serve_worker(server: Server, *, control: socket.socket) -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(channel.answer_pings, server)
         nursery.start_soon(run_server)
+        if _stop_signals:
+            server.request_shutdown()
         await ready.wait()
         await channel.tell(READY)
+        if _stop_signals:
+            server.request_shutdown()
         await server.state.limit_reached.wait()
         await channel.tell(RECYCLING)
     if failure is not None:
