@@ -15,19 +15,17 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
+from server_process import WAIT, ServerProcess, palfrey_command, run_to_completion
 
-ROOT = Path(__file__).resolve().parent.parent
 BANNER = re.compile(r"Palfrey running on (\S+)")
-WAIT = 15.0
 
 APP = """
 import os
@@ -46,106 +44,22 @@ async def app(scope, receive, send):
 """
 
 
-class Palfrey:
-    """A palfrey process whose combined output is read by a thread as it comes."""
-
-    def __init__(self, args: list[str], *, env: dict[str, str] | None = None, **popen) -> None:
-        self.process = subprocess.Popen(
-            args,
-            cwd=ROOT,
-            env={**os.environ, **(env or {})},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-            **popen,
-        )
-        self.lines: list[str] = []
-        self.eof = False
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self.eof = True
-            self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        with self._changed:
-            return "".join(self.lines)
-
-    def wait_for_lines(self, pattern: str, count: int = 1, timeout: float = WAIT) -> list[re.Match]:
-        """The first ``count`` lines matching ``pattern``, waiting for them to be printed."""
-        compiled = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                matches = [m for m in map(compiled.search, self.lines) if m]
-                if len(matches) >= count:
-                    return matches[:count]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.eof:
-                    raise AssertionError(
-                        f"no {count} line(s) matching {pattern!r}:\n" + "".join(self.lines)
-                    )
-                self._changed.wait(remaining)
-
-    def addresses(self, count: int) -> list[str]:
-        return [match.group(1) for match in self.wait_for_lines(BANNER.pattern, count)]
-
-    def stop(self, signum: int = signal.SIGTERM) -> int:
-        self.process.send_signal(signum)
-        status = self.process.wait(timeout=WAIT)
-        self._reader.join(WAIT)
-        return status
-
-    def kill(self) -> None:
-        # The whole session: under --workers the workers are in the same process group.
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        try:
-            self.process.wait(timeout=WAIT)
-        finally:
-            self._reader.join(WAIT)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
+def banner_addresses(server: ServerProcess, count: int) -> list[str]:
+    return [match.group(1) for match in server.wait_for_lines(BANNER, count)]
 
 
 @contextmanager
-def palfrey(*args: str, env: dict[str, str] | None = None, **popen) -> Iterator[Palfrey]:
-    server = Palfrey([sys.executable, "-m", "palfrey", *args], env=env, **popen)
+def palfrey(*args: str, env: dict[str, str] | None = None, **popen) -> Iterator[ServerProcess]:
+    server = ServerProcess(palfrey_command(*args), env=env, **popen)
     try:
         yield server
     finally:
-        server.kill()
+        server.cleanup()
 
 
 def run(*args: str, **popen) -> subprocess.CompletedProcess[str]:
     """``palfrey ARGS`` to completion; its whole process group is killed in any case."""
-    command = [sys.executable, "-m", "palfrey", *args]
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-        **popen,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=30)
-    finally:
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    return run_to_completion(palfrey_command(*args), **popen)
 
 
 @pytest.fixture
@@ -194,7 +108,7 @@ def tcp_url(sock: socket.socket) -> str:
     return f"http://{host}:{port}"
 
 
-def worker_pids(server: Palfrey, count: int) -> set[int]:
+def worker_pids(server: ServerProcess, count: int) -> set[int]:
     (match,) = server.wait_for_lines(r"Serving with (\d+) worker process(?:es)?: ([\d, ]+)")
     assert int(match.group(1)) == count
     pids = {int(pid) for pid in match.group(2).split(",")}
@@ -234,7 +148,7 @@ def test_tcp_uds_bind_and_fd_all_answer(
     args += ["--host", "127.0.0.1", "--port", "0", "--uds", str(uds)]
     args += ["--bind", f"fd://{fd}", "--bind", f"unix:{bound_unix}", "--bind", "127.0.0.1:0"]
     with palfrey(*args, "--workers", str(workers), pass_fds=(fd,)) as server:
-        addresses = server.addresses(5)
+        addresses = banner_addresses(server, 5)
         # The order: --host/--port, --uds, then each --bind as given.
         assert addresses[1:4] == [f"unix:{uds}", tcp_url(listening_socket), f"unix:{bound_unix}"]
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", addresses[0])
@@ -285,19 +199,21 @@ def test_systemd_socket_activation(
     command = systemd_launcher(listening_socket)
     command += ["--app-dir", str(app_dir), "bindapp:app", "--lifespan", "off"]
     command += ["--workers", str(workers)]
-    server = Palfrey(command, env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http"}, pass_fds=(fd,))
+    server = ServerProcess(
+        command, env={"LISTEN_FDS": "1", "LISTEN_FDNAMES": "http"}, pass_fds=(fd,)
+    )
     try:
-        (address,) = server.addresses(1)
+        (address,) = banner_addresses(server, 1)
         assert address == tcp_url(listening_socket)
         pids = {server.process.pid} if workers == 1 else worker_pids(server, workers)
         assert int(get(address)) in pids
         # Only the systemd socket: --host/--port were not given, so port 8000 is not bound.
-        assert len(server.wait_for_lines(BANNER.pattern, 1)) == 1
+        assert len(server.wait_for_lines(BANNER, 1)) == 1
         if workers > 1:
             assert answering_workers(address) == pids
         assert server.stop() == 0, server.output
     finally:
-        server.kill()
+        server.cleanup()
     assert server.output.count("Palfrey running on") == 1, server.output
 
 
@@ -309,7 +225,7 @@ def test_systemd_variables_for_another_process_are_ignored(
     with palfrey(
         "--app-dir", str(app_dir), "bindapp:app", "--lifespan", "off", "--port", "0", env=env
     ) as server:
-        (address,) = server.addresses(1)
+        (address,) = banner_addresses(server, 1)
         assert address != tcp_url(listening_socket)
         assert int(get(address)) == server.process.pid
         assert server.stop() == 0
@@ -325,7 +241,7 @@ def test_uds_mode_sets_the_socket_file_permissions(app_dir: Path) -> None:
     assert uds.exists()
     args = ["--app-dir", str(app_dir), "bindapp:app", "--lifespan", "off", "--uds", str(uds)]
     with palfrey(*args, "--bind", f"unix:{bound_unix}", "--uds-mode", "600") as server:
-        addresses = server.addresses(2)
+        addresses = banner_addresses(server, 2)
         assert addresses == [f"unix:{uds}", f"unix:{bound_unix}"]
         assert socket_mode(uds) == 0o600
         assert socket_mode(bound_unix) == 0o600
@@ -344,7 +260,7 @@ def test_socket_file_removed_after_a_signal_under_the_supervisor(
     uds = app_dir / "s.sock"
     args = ["--app-dir", str(app_dir), "bindapp:app", "--lifespan", "off", "--uds", str(uds)]
     with palfrey(*args, "--workers", "2", "--uds-mode", "640") as server:
-        (address,) = server.addresses(1)
+        (address,) = banner_addresses(server, 1)
         worker_pids(server, 2)
         assert socket_mode(uds) == 0o640
         get(address)

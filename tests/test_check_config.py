@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
-from contextlib import suppress
 from pathlib import Path
 
 import pytest
+from server_process import ROOT, palfrey_command, run_to_completion
 
 from palfrey.config.schema import options
-
-ROOT = Path(__file__).resolve().parent.parent
 
 EXPLODING_MODULE = """
 from pathlib import Path
@@ -26,23 +21,8 @@ raise RuntimeError("boom while importing the app")
 def check(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT):
     """``palfrey --check-config ARGS`` with no PALFREY_* variables but those in ``env``."""
     environ = {name: value for name, value in os.environ.items() if not name.startswith("PALFREY")}
-    command = [sys.executable, "-m", "palfrey", "--check-config", *args]
-    process = subprocess.Popen(
-        command,
-        cwd=cwd,
-        env={**environ, **(env or {})},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = process.communicate(timeout=30)
-    finally:
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.communicate()
-    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    command = palfrey_command("--check-config", *args)
+    return run_to_completion(command, cwd=cwd, env={**environ, **(env or {})})
 
 
 def settings(stdout: str) -> dict[str, tuple[str, str]]:

@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
 import pytest
 import watchfiles  # noqa: F401 - a missing watchfiles must fail this module, not skip it
+from server_process import WAIT, ServerProcess, palfrey_command
 from websockets.exceptions import ConnectionClosed
 from ws_client import sync_client
 
 BANNER = re.compile(r"Palfrey running on (http://\S+)")
-WAIT = 15.0
 #: How long a change may take to be served: the watcher's quiet period, a fresh
 #: interpreter importing palfrey and the app, and a slow CI machine.
 RELOAD_WITHIN = 10.0
@@ -66,99 +63,29 @@ def write_app(directory: Path, version: str) -> None:
     write_atomically(directory / "app.py", APP.format(version=version))
 
 
-class Palfrey:
-    """A palfrey process whose combined output is read by a thread as it comes."""
-
-    def __init__(self, args: list[str], *, cwd: Path) -> None:
-        # No .pyc files: a same-size edit within the same second would look unchanged to the
-        # import system (it compares the source's mtime in seconds and its size).
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "palfrey", *args],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self.eof = False
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self.eof = True
-            self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        with self._changed:
-            return "".join(self.lines)
-
-    def matching(self, pattern: str) -> list[re.Match]:
-        compiled = re.compile(pattern)
-        with self._changed:
-            return [match for match in map(compiled.search, self.lines) if match]
-
-    def wait_for(self, pattern: str, timeout: float = WAIT, *, count: int = 1) -> re.Match:
-        """The ``count``-th line matching ``pattern``, waiting for it to be printed."""
-        compiled = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while True:
-                matches = [match for match in map(compiled.search, self.lines) if match]
-                if len(matches) >= count:
-                    return matches[count - 1]
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.eof:
-                    raise AssertionError(
-                        f"no {count} line(s) matching {pattern!r} within {timeout}s:\n"
-                        + "".join(self.lines)
-                    )
-                self._changed.wait(remaining)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        status = self.process.wait(timeout=WAIT)
-        self._reader.join(WAIT)
-        return status
-
-    def kill(self) -> None:
-        # The whole session: the workers are in the supervisor's process group.
-        with suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        try:
-            self.process.wait(timeout=WAIT)
-        finally:
-            self._reader.join(WAIT)
-            if self.process.stdout is not None:
-                self.process.stdout.close()
+def reload_process(directory: Path, args: list[str]) -> ServerProcess:
+    # No .pyc files: a same-size edit within the same second would look unchanged to the
+    # import system (it compares the source's mtime in seconds and its size).
+    environment = {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
+    return ServerProcess(palfrey_command(*args), cwd=directory, env=environment)
 
 
 @contextmanager
-def reloading(directory: Path, *args: str) -> Iterator[tuple[Palfrey, str]]:
-    server = Palfrey(
+def reloading(directory: Path, *args: str) -> Iterator[tuple[ServerProcess, str]]:
+    server = reload_process(
+        directory,
         [
             *("app:app", "--app-dir", str(directory), "--reload"),
             *("--host", "127.0.0.1", "--port", "0", "--reload-delay", "0.1", "--lifespan", "off"),
             *args,
         ],
-        cwd=directory,
     )
     try:
         url = server.wait_for(BANNER.pattern).group(1)
         server.wait_for(r"Serving with 1 worker process")
         yield server, url
     finally:
-        server.kill()
+        server.cleanup()
 
 
 def get(url: str) -> tuple[str, int]:
@@ -226,12 +153,12 @@ def test_a_syntax_error_keeps_the_old_code_serving(tmp_path: Path) -> None:
 
 def test_a_failing_first_import_waits_for_a_fix(tmp_path: Path) -> None:
     write_atomically(tmp_path / "app.py", "raise RuntimeError('not yet')\n")
-    server = Palfrey(
+    server = reload_process(
+        tmp_path,
         [
             *("app:app", "--app-dir", str(tmp_path), "--reload", "--lifespan", "off"),
             *("--host", "127.0.0.1", "--port", "0", "--reload-delay", "0.1"),
         ],
-        cwd=tmp_path,
     )
     try:
         server.wait_for(r"during start-up; waiting for the next change")
@@ -242,7 +169,7 @@ def test_a_failing_first_import_waits_for_a_fix(tmp_path: Path) -> None:
         assert get(url)[0] == "one"
         assert server.stop() == 0, server.output
     finally:
-        server.kill()
+        server.cleanup()
 
 
 @pytest.mark.parametrize("path", ["/", "/stubborn"])
@@ -267,7 +194,7 @@ def test_an_open_websocket_does_not_hold_the_reload(tmp_path: Path, path: str) -
         assert closed.value.rcvd.code == 1012
         # ... and exits within its graceful-shutdown timeout (and a margin).
         remaining = graceful + 2 - (time.monotonic() - served)
-        server.wait_for(rf"\[{old_pid}\] Finished server process \[{old_pid}\]", remaining)
+        server.wait_for(rf"\[{old_pid}\] Finished server process \[{old_pid}\]", timeout=remaining)
         if path == "/stubborn":
             assert f"[{old_pid}] Cancelled in-flight requests after the 1.0s" in server.output
         assert "did not finish shutting down in time" not in server.output
@@ -340,7 +267,7 @@ def test_a_rolling_restart_drops_no_request(tmp_path: Path) -> None:
             for n in range(1, 4):
                 write_app(tmp_path, f"v{n}")
                 # The old worker has finished: its replacement served for a while already.
-                server.wait_for(r"Finished server process", RELOAD_WITHIN, count=n)
+                server.wait_for(r"Finished server process", timeout=RELOAD_WITHIN, count=n)
         finally:
             stop.set()
             for client in clients:

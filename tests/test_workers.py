@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from server_process import ServerProcess, palfrey_command
 
 import palfrey
 
@@ -35,110 +36,24 @@ EVENT_TIMEOUT = 8.0
 REQUEST_TIMEOUT = 5.0
 
 
-class Palfrey:
-    """A ``palfrey`` supervisor in its own session, its output read by a thread."""
+class Supervisor(ServerProcess):
+    """``palfrey --workers`` serving ``tests/process_apps.py`` on a free port."""
 
     def __init__(self, *args: str) -> None:
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "palfrey",
-                "--app-dir",
-                "tests",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                "0",
-                *args,
-            ],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self.lines: list[str] = []
-        self.eof = False
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        command = palfrey_command("--app-dir", "tests", "--host", "127.0.0.1", "--port", "0")
+        super().__init__([*command, *args])
         self.url = ""
         self.initial_pids: list[int] = []
-
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            with self._changed:
-                self.lines.append(line)
-                self._changed.notify_all()
-        with self._changed:
-            self.eof = True
-            self._changed.notify_all()
-
-    @property
-    def output(self) -> str:
-        with self._changed:
-            return "".join(self.lines)
-
-    def mark(self) -> int:
-        """A position in the output, for :meth:`wait_for` to search after."""
-        with self._changed:
-            return len(self.lines)
-
-    def wait_for(
-        self, pattern: str | re.Pattern[str], *, after: int = 0, timeout: float = EVENT_TIMEOUT
-    ) -> re.Match[str]:
-        """The first match of ``pattern`` in the output lines after ``after``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        searched = after
-        with self._changed:
-            while True:
-                for line in self.lines[searched:]:
-                    match = regex.search(line)
-                    if match:
-                        return match
-                searched = max(searched, len(self.lines))
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or self.eof:
-                    break
-                self._changed.wait(remaining)
-        raise AssertionError(f"no line matched {regex.pattern!r}:\n{self.output}")
 
     def wait_started(self) -> None:
         self.url = self.wait_for(BANNER, timeout=STARTUP_TIMEOUT).group(1)
         pids = self.wait_for(SERVING_WITH, timeout=STARTUP_TIMEOUT).group(1)
         self.initial_pids = [int(pid) for pid in pids.split(",")]
 
-    def wait_exit(self, timeout: float = 10.0) -> int:
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"palfrey did not exit in {timeout}s:\n{self.output}") from None
-
-    def signal(self, signum: signal.Signals) -> None:
-        self.process.send_signal(signum)
-
-    def cleanup(self) -> None:
-        """Kill the supervisor's process group (workers included) and reap the supervisor."""
-        for signum in (signal.SIGCONT, signal.SIGKILL):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(self.pid, signum)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.process.wait(5)
-        self._reader.join(5)
-        if self.process.stdout is not None:
-            self.process.stdout.close()
-
 
 @contextlib.contextmanager
-def palfrey_process(*args: str, started: bool = True) -> Iterator[Palfrey]:
-    server = Palfrey(*args)
+def palfrey_process(*args: str, started: bool = True) -> Iterator[Supervisor]:
+    server = Supervisor(*args)
     try:
         if started:
             server.wait_started()
@@ -417,18 +332,21 @@ def test_sigterm_lets_the_in_flight_request_finish() -> None:
             ).close()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_to_the_whole_process_group(signum: signal.Signals) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("in_flight", [False, True], ids=["idle", "in-flight"])
+def test_signal_to_the_whole_process_group(signum: signal.Signals, in_flight: bool) -> None:
     """Ctrl+C in a terminal (SIGINT), or systemd's KillMode=control-group (SIGTERM),
     signal the supervisor and every worker at once: still a graceful stop, status 0."""
     with palfrey_process(
         "process_apps:slow", "--workers", "2", "--timeout-graceful-shutdown", "2"
     ) as server:
-        client, results = request_in_thread(server.url)
-        time.sleep(0.2)
+        if in_flight:
+            client, results = request_in_thread(server.url)
+            time.sleep(0.2)
         os.killpg(server.pid, signum)
-        client.join(REQUEST_TIMEOUT + 1)
-        assert results == [(200, b"finished")], server.output
+        if in_flight:
+            client.join(REQUEST_TIMEOUT + 1)
+            assert results == [(200, b"finished")], server.output
         status = server.wait_exit()
         output = server.output
         assert f"Received {signum.name}; shutting down the workers gracefully" in output
