@@ -232,13 +232,17 @@ class Supervisor:
         self.config_message = encode_config(worker_config)
         self.slots: list[Slot] = []
         self.workers: set[Worker] = set()
-        self.stopping = False
         self.stopped = trio.Event()
         self.ever_served = False
         self.exit_status = EXIT_OK
         self.replacing = trio.Lock()
         self.workers_nursery: trio.Nursery
         self.slots_nursery: trio.Nursery
+
+    @property
+    def stopping(self) -> bool:
+        """A shutdown was asked for: slots retire their workers and start no more."""
+        return self.stopped.is_set()
 
     async def run(self, addresses: list[str]) -> int:
         logger.info("Started supervisor process [%d]", os.getpid())
@@ -364,7 +368,6 @@ class Supervisor:
         """Shut every worker down gracefully and end the supervisor."""
         if status != EXIT_OK:
             self.exit_status = status
-        self.stopping = True
         self.stopped.set()
         for slot in self.slots:
             slot.wake()
