@@ -102,6 +102,9 @@ def servers() -> list[Server]:
         out.append(
             Server("palfrey-httptools", [*palfrey, "--http", "httptools"], "palfrey-httptools")
         )
+        # The cost of counting: the same server with --metrics-bind on.
+        argv = [*palfrey, "--http", "httptools", "--metrics-bind", "127.0.0.1:0"]
+        out.append(Server("palfrey-httptools-metrics", argv, "palfrey-httptools"))
     out.append(
         Server("uvicorn-h11", [*uvicorn, "--http", "h11", "--loop", "asyncio"], "palfrey-h11")
     )
@@ -661,6 +664,7 @@ def targets(
             ("plaintext", "post", "close", "stream"),
         ),
         ("palfrey-httptools", "bare-trio-httptools", 0.6, ("plaintext", "close")),
+        ("palfrey-httptools-metrics", "palfrey-httptools", 0.95, ("plaintext", "post", "close")),
     ]
     out = []
     for ours, theirs, wanted, workloads in checks:

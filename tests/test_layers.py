@@ -1,7 +1,9 @@
-"""Imports run down the layers only: cli > supervisor > server > transport > asgi > protocols.
+"""Imports run down the layers only:
+cli > supervisor > server > transport > asgi > observability > protocols.
 
 ``config`` sits beside them: everyone may read it, and it imports only the
-header grammar from the protocols (and the version). Imports inside functions
+header grammar from the protocols, the access-log format compiler (to reject
+a bad format as a configuration error) and the version. Imports inside functions
 count too, since a lazy import up the layers is still a cycle in the design.
 """
 
@@ -13,8 +15,12 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "palfrey"
-ORDER = ["protocols", "asgi", "transport", "server", "supervisor", "cli"]
-CONFIG_MAY_IMPORT = {"palfrey.protocols.fields", "palfrey._version"}
+ORDER = ["protocols", "observability", "asgi", "transport", "server", "supervisor", "cli"]
+CONFIG_MAY_IMPORT = {
+    "palfrey.protocols.fields",
+    "palfrey.observability.access_format",
+    "palfrey._version",
+}
 
 
 def layer_of(module: str) -> str | None:

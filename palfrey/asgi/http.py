@@ -32,7 +32,6 @@ from typing import Any, Protocol
 import attrs
 import trio
 
-from palfrey.asgi import access_log
 from palfrey.asgi.errors import ClientDisconnected
 from palfrey.asgi.headers import DefaultHeaders, validate_headers, validate_trailers
 from palfrey.asgi.messages import (
@@ -42,6 +41,8 @@ from palfrey.asgi.messages import (
     response_body,
 )
 from palfrey.asgi.types import ASGIApp, Message
+from palfrey.observability import access_log
+from palfrey.observability.metrics import Metrics
 from palfrey.protocols.events import LocalProtocolError
 
 logger = logging.getLogger("palfrey.error")
@@ -132,6 +133,10 @@ class HTTPCycle:
     write_interrupted: bool = False
     status: int = 0
     bytes_sent: int = 0
+    #: Request body bytes handed to the app.
+    bytes_received: int = 0
+    #: Where the request is counted, when ``--metrics-bind`` is on.
+    metrics: Metrics | None = None
     #: The body length the app's ``content-length`` promises, when it is held to it.
     _declared_length: int | None = None
     _headers: list[tuple[bytes, bytes]] = attrs.Factory(list)
@@ -154,7 +159,8 @@ class HTTPCycle:
         a 500 if nothing was sent yet, otherwise the stream is reset.
         """
         logged = access_log.enabled()
-        started = time.perf_counter() if logged else 0.0
+        metrics = self.metrics
+        started = time.perf_counter() if logged or metrics is not None else 0.0
         try:
             await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
@@ -173,9 +179,21 @@ class HTTPCycle:
         finally:
             if self._wait_scope is not None:
                 self._wait_scope.cancel()
+            if metrics is not None:
+                metrics.request_done(
+                    self.scope["http_version"],
+                    self.status,
+                    self.bytes_received,
+                    self.bytes_sent,
+                    time.perf_counter() - started,
+                )
             if logged:
                 access_log.log_http(
-                    self.scope, self.status, self.bytes_sent, time.perf_counter() - started
+                    self.scope,
+                    self.status,
+                    self.bytes_sent,
+                    time.perf_counter() - started,
+                    self._headers,
                 )
         if self.write_interrupted:
             return Outcome.CLOSE_CONNECTION
@@ -211,6 +229,7 @@ class HTTPCycle:
                 return {"type": "http.disconnect"}
             body, more = chunk
             self._body_complete = not more
+            self.bytes_received += len(body)
             return {"type": "http.request", "body": body, "more_body": more}
         with trio.CancelScope() as scope:
             self._wait_scope = scope
@@ -403,6 +422,8 @@ class HTTPCycle:
             return
         self.status = 500
         self.head_sent = self.response_started = True
+        if self.metrics is not None:
+            self.metrics.server_response(500)
         headers = plain_text_headers(self.defaults, INTERNAL_ERROR_BODY)
         try:
             await self.stream.send_head(500, headers, INTERNAL_ERROR_BODY, True)

@@ -20,16 +20,18 @@ from __future__ import annotations
 
 import enum
 import logging
+import time
 from typing import Any, Protocol
 
 import attrs
 import trio
 
-from palfrey.asgi import access_log
 from palfrey.asgi.errors import ClientDisconnected
 from palfrey.asgi.headers import TOKEN, DefaultHeaders, validate_headers
 from palfrey.asgi.messages import INTERNAL_ERROR_BODY, plain_text_headers, response_body
 from palfrey.asgi.types import ASGIApp, Message
+from palfrey.observability import access_log
+from palfrey.observability.metrics import Metrics
 from palfrey.protocols.events import (
     LocalProtocolError,
     WebSocketDataReceived,
@@ -126,6 +128,8 @@ class WebSocketSession:
     #: Status of the handshake answer (the transport's ``accept_status`` when accepted,
     #: otherwise an HTTP response), for logs.
     status: int = 0
+    #: Where the session is counted, when ``--metrics-bind`` is on.
+    metrics: Metrics | None = None
     #: (code, reason) reported to the app once the phase is ``CLOSED``.
     _disconnect: tuple[int, str] = (ABNORMAL_CLOSURE, "")
     _connect_delivered: bool = False
@@ -148,6 +152,10 @@ class WebSocketSession:
 
     async def run_app(self, app: ASGIApp) -> None:
         """Call the app and enforce the ASGI rules on what it did; contain its errors."""
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.websockets_open += 1
+            started = time.perf_counter()
         try:
             await app(self.scope, self.receive, self.send)
         except ClientDisconnected:
@@ -169,6 +177,9 @@ class WebSocketSession:
             if self.phase is Phase.CONNECTING or self.phase is Phase.RESPONDING:
                 self._finish_handshake()  # cancelled before it could answer
             self.transport.app_finished()
+            if metrics is not None:
+                metrics.websockets_open -= 1
+                metrics.websocket_done(self.status, time.perf_counter() - started)
 
     async def receive(self) -> Message:
         if not self._connect_delivered:

@@ -16,10 +16,23 @@ from typing import Any
 
 import attrs
 
-from palfrey.config.binds import parse_bind
+from palfrey.config.binds import TCPAddress, parse_bind
+from palfrey.observability.access_format import compile_format
 from palfrey.protocols.fields import is_field_value, is_token, split_host_port
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
+#: Mozilla's "intermediate" TLS 1.2 suites (forward secrecy, AEAD only), in its order.
+MODERN_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
 
 
 @attrs.frozen(slots=True)
@@ -124,6 +137,39 @@ def _host_ports(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> 
             raise ValueError(
                 f"{attribute.name} entries must look like 'HOST:PORT', got {item!r}"
             ) from None
+
+
+def _access_log_format(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a string, got {value!r}")
+    try:
+        compile_format(value)
+    except ValueError as exc:
+        raise ValueError(f"{attribute.name}: {exc}") from None
+
+
+def _existing_file(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a path, got {value!r}")
+    if not os.path.isfile(value):
+        raise ValueError(f"{attribute.name} file {value!r} does not exist")
+
+
+def _metrics_bind(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must look like 'HOST:PORT', got {value!r}")
+    try:
+        is_tcp = isinstance(parse_bind(value), TCPAddress)
+    except ValueError:
+        is_tcp = False
+    if not is_tcp:
+        raise ValueError(f"{attribute.name} must look like 'HOST:PORT', got {value!r}")
 
 
 def _bind_addresses(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -487,7 +533,12 @@ class Config:
         validator=attrs.validators.in_((0, 1, 2)),
         group="tls",
     )
-    ssl_ciphers: str = _option("TLSv1", "TLS ciphers (OpenSSL cipher list).", group="tls")
+    ssl_ciphers: str = _option(
+        MODERN_CIPHERS,
+        "TLS 1.2 cipher suites (OpenSSL cipher list); TLS 1.3 suites are OpenSSL's own."
+        " The default is Mozilla's 'intermediate' list: ECDHE with AES-GCM or ChaCha20.",
+        group="tls",
+    )
 
     set_options: frozenset[str] = attrs.field(
         factory=frozenset,
@@ -591,6 +642,35 @@ class Config:
         kind="bool",
         negatable=True,
         group="logging",
+    )
+    access_log_format: str | None = _option(
+        None,
+        "Access log line in gunicorn atoms, e.g. '%(h)s \"%(r)s\" %(s)s %(b)s %(D)s'"
+        "; unset, Palfrey's own line.",
+        metavar="FORMAT",
+        validator=_access_log_format,
+        group="logging",
+    )
+    log_format: str = _option(
+        "text",
+        "Log lines as text, or as one JSON object per line for the error and access logs.",
+        choices=("text", "json"),
+        group="logging",
+    )
+    log_config: str | None = _option(
+        None,
+        "Logging configuration file (dictConfig as .json or .yaml, or a fileConfig .ini);"
+        " it replaces Palfrey's own logging set-up.",
+        kind="path",
+        validator=_existing_file,
+        group="logging",
+    )
+    metrics_bind: str | None = _option(
+        None,
+        "Serve /metrics (Prometheus), /healthz and /readyz on this separate HOST:PORT.",
+        metavar="HOST:PORT",
+        validator=_metrics_bind,
+        group="observability",
     )
 
     def __attrs_post_init__(self) -> None:

@@ -34,7 +34,7 @@ EXIT_STARTUP_FAILED = 3
 
 def run_config(config: Config) -> int:
     """Load the app named by ``config`` and serve it in this process; returns the exit status."""
-    configure_logging(config.log_level, access_log=config.access_log)
+    configure_logging(config)
     try:
         with pid_file(config.pid):
             return serve_process(config, _serve_with_signals)

@@ -26,6 +26,8 @@ from palfrey.asgi.lifespan import Lifespan, LifespanFailure
 from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
 from palfrey.asgi.types import ASGIApp
 from palfrey.config.schema import Config
+from palfrey.observability.metrics import Metrics, Snapshot
+from palfrey.server.metrics_endpoint import serve_metrics
 from palfrey.transport.errors import BindError, ServeError, TLSSetupError
 from palfrey.transport.listeners import describe, open_listeners, remove_socket_files
 from palfrey.transport.protocol_select import alpn_protocols, h1_protocol_class, protocol_names
@@ -73,8 +75,11 @@ class Server:
                 else None
             ),
             max_requests=max_requests,
+            metrics=Metrics() if config.metrics_bind is not None else None,
         )
         self.forced = False
+        #: ``http://host:port`` of the ``--metrics-bind`` listener once it listens.
+        self.metrics_url: str | None = None
         self._startup_scope: trio.CancelScope | None = None
         self._root_scope: trio.CancelScope | None = None
 
@@ -133,6 +138,11 @@ class Server:
             if handle_signals:
                 root.start_soon(self._watch_signals)
             ssl_context = self._ssl_context()
+            if config.metrics_bind is not None and self.sockets is None:
+                # Up before lifespan startup: /healthz answers and /readyz says 503 meanwhile.
+                self.metrics_url = await root.start(
+                    serve_metrics, config.metrics_bind, ServerMetrics(state)
+                )
             if config.http not in ("h2", "h3"):
                 # A missing httptools fails here, before any connection.
                 h1_protocol_class(config.http)
@@ -188,6 +198,7 @@ class Server:
                 logger.info("Started server process [%d]", os.getpid())
                 if not in_worker:
                     log_banner(self.config, addresses)
+                state.serving.set()
                 task_status.started(addresses)
                 await state.shutdown_requested.wait()
                 listening.cancel()
@@ -242,6 +253,26 @@ class Server:
                     return
                 logger.info("Received %s; shutting down gracefully", signal.Signals(signum).name)
                 self.request_shutdown()
+
+
+class ServerMetrics:
+    """What ``--metrics-bind`` reports for a single serving process."""
+
+    __slots__ = ("state",)
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+
+    async def collect(self) -> Snapshot:
+        await trio.lowlevel.checkpoint()
+        return self.state.metrics_snapshot()
+
+    def healthy(self) -> bool:
+        # Answering at all proves the serving loop runs: the listener lives in it.
+        return True
+
+    def ready(self) -> bool:
+        return self.state.ready
 
 
 def log_banner(config: Config, addresses: list[str]) -> None:

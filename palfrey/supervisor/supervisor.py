@@ -24,10 +24,12 @@ import trio
 
 from palfrey.config.schema import Config
 from palfrey.server.logging import configure_logging
+from palfrey.server.metrics_endpoint import serve_metrics
 from palfrey.server.pidfile import pid_file
 from palfrey.server.server import log_banner
 from palfrey.supervisor.control import encode_config
 from palfrey.supervisor.memory import resident_mib
+from palfrey.supervisor.metrics import WorkerMetrics
 from palfrey.supervisor.workers import Worker, WorkerState, spawn_worker
 from palfrey.transport.errors import ServeError
 from palfrey.transport.listeners import describe_socket, open_listeners, remove_socket_files
@@ -52,7 +54,7 @@ MEMORY_CHECK_INTERVAL = 1.0
 
 def supervise(config: Config) -> int:
     """Bind, run the workers until a signal stops them, and return the exit status."""
-    configure_logging(config.log_level, access_log=config.access_log, show_pid=True)
+    configure_logging(config, show_pid=True)
     try:
         with pid_file(config.pid):
             return trio.run(_supervise, config)
@@ -186,17 +188,22 @@ class Slot:
                 logger.warning(
                     "Worker [%d] %s; starting a replacement", worker.pid, worker.describe_exit()
                 )
+                supervisor.metrics.count_restart(
+                    "unhealthy" if worker.killed_unhealthy else "crashed"
+                )
             self.current = None
             return
         if worker.state is WorkerState.STOPPING:
             logger.info("Worker [%d] reached its request limit; starting a replacement", worker.pid)
+            supervisor.metrics.count_restart("max_requests")
             self.current = None
             supervisor.workers_nursery.start_soon(supervisor.retire, worker)
             return
-        if trio.current_time() >= self._replace_at(worker):
-            worker.replace_reason = worker.replace_reason or (
+        if trio.current_time() >= self._replace_at(worker) and worker.replace_reason is None:
+            worker.replace_reason = (
                 f"it reached --workers-lifetime ({supervisor.config.workers_lifetime}s)"
             )
+            worker.replace_cause = "lifetime"
         if worker.replace_reason is not None or self.replace_requests:
             await self._replace(worker)
 
@@ -220,6 +227,9 @@ class Slot:
                 old.replace_reason = None
                 return
             self.current = new
+            supervisor.metrics.count_restart(
+                old.replace_cause or ("reload" if supervisor.config.reload else "restart")
+            )
             supervisor.workers_nursery.start_soon(supervisor.retire, old)
 
 
@@ -238,6 +248,7 @@ class Supervisor:
         self.replacing = trio.Lock()
         self.workers_nursery: trio.Nursery
         self.slots_nursery: trio.Nursery
+        self.metrics = WorkerMetrics(self.workers, self.stopped)
 
     @property
     def stopping(self) -> bool:
@@ -248,6 +259,8 @@ class Supervisor:
         logger.info("Started supervisor process [%d]", os.getpid())
         async with trio.open_nursery() as services:
             services.start_soon(self._watch_signals, services)
+            if self.config.metrics_bind is not None:
+                await services.start(serve_metrics, self.config.metrics_bind, self.metrics)
             if self.config.workers_max_rss is not None:
                 services.start_soon(self._watch_memory, self.config.workers_max_rss)
             if self.config.reload:
@@ -317,6 +330,7 @@ class Supervisor:
             await worker.watch(self.config.timeout_worker_healthcheck)
         finally:
             self.workers.discard(worker)
+            self.metrics.worker_exited(worker)
 
     async def handle_start_failure(self, slot: Slot, worker: Worker, failures: int) -> bool:
         """A worker exited before serving; returns whether the slot should try again."""
@@ -339,6 +353,7 @@ class Supervisor:
             self.stop(failed)
             return False
         delay = min(BACKOFF_FIRST * 2**failures, BACKOFF_MAX)
+        self.metrics.count_restart("start_failed")
         logger.error(
             "Worker [%d] %s during start-up; trying again in %.1fs",
             worker.pid,
@@ -423,6 +438,7 @@ class Supervisor:
                     worker.replace_reason = (
                         f"its memory ({used:.0f} MiB) passed --workers-max-rss ({limit_mib} MiB)"
                     )
+                    worker.replace_cause = "max_rss"
                     slot.wake()
 
 

@@ -21,7 +21,15 @@ from palfrey.asgi.lifespan import LifespanFailure
 from palfrey.server.logging import configure_logging
 from palfrey.server.runner import EXIT_ERROR, serve_process
 from palfrey.server.server import Server
-from palfrey.supervisor.control import PING, PONG, READY, RECYCLING, receive_config
+from palfrey.supervisor.control import (
+    METRICS_REQUEST,
+    PING,
+    PONG,
+    READY,
+    RECYCLING,
+    encode_metrics,
+    receive_config,
+)
 from palfrey.transport.errors import ServeError
 
 
@@ -34,7 +42,7 @@ def main(argv: list[str]) -> int:
     except (EOFError, OSError, ValueError, TypeError) as exc:
         print(f"palfrey: worker could not read its configuration: {exc}", file=sys.stderr)
         return EXIT_ERROR
-    configure_logging(config.log_level, access_log=config.access_log, show_pid=True)
+    configure_logging(config, show_pid=True)
     status = serve_process(
         config, functools.partial(_serve_worker, control=control), sockets=sockets
     )
@@ -76,6 +84,9 @@ async def _serve_worker(server: Server, *, control: socket.socket) -> None:
             await server.serve(handle_signals=True, task_status=_Started(ready))
         except (LifespanFailure, ServeError) as exc:
             failure = exc
+        if server.state.metrics is not None:
+            # The requests since the supervisor last asked must not be lost.
+            await channel.tell(encode_metrics(server.state.metrics_snapshot()))
         nursery.cancel_scope.cancel()
 
     async with trio.open_nursery() as nursery:
@@ -128,6 +139,8 @@ class _SupervisorChannel:
                 return
             for _ in range(data.count(PING)):
                 await self.tell(PONG)
+            if METRICS_REQUEST in data:
+                await self.tell(encode_metrics(server.state.metrics_snapshot()))
 
 
 if __name__ == "__main__":

@@ -18,12 +18,22 @@ from collections.abc import Callable
 import attrs
 import trio
 
-from palfrey.supervisor.control import PING, PONG, READY, RECYCLING
+from palfrey.observability.metrics import Snapshot
+from palfrey.supervisor.control import (
+    METRICS_REQUEST,
+    PING,
+    PONG,
+    READY,
+    RECYCLING,
+    WorkerMessages,
+)
 
 logger = logging.getLogger("palfrey.error")
 
 #: The longest gap between two health pings; shorter when the timeout is short.
 PING_INTERVAL = 1.0
+#: How long an exited worker's last messages (its final metrics) may take to arrive.
+DRAIN_TIMEOUT = 1.0
 
 
 class WorkerState(enum.Enum):
@@ -46,7 +56,14 @@ class Worker:
     started_at: float = attrs.field(factory=trio.current_time)
     #: Why the supervisor wants this worker replaced, once it does (memory, lifetime).
     replace_reason: str | None = None
+    #: The same as a metrics label: ``lifetime`` or ``max_rss``.
+    replace_cause: str | None = None
     killed_unhealthy: bool = False
+    #: The worker's latest metrics snapshot (the last one it sent before exiting, once it has).
+    metrics: Snapshot | None = None
+    metrics_received: trio.Event = attrs.field(factory=trio.Event)
+    #: Pings and metrics requests come from different tasks; one writes at a time.
+    _sending: trio.StrictFIFOLock = attrs.field(factory=trio.StrictFIFOLock)
 
     @property
     def pid(self) -> int:
@@ -82,9 +99,13 @@ class Worker:
     async def watch(self, health_timeout: float) -> None:
         """Follow the worker until its process exits; kill it if its loop stops answering."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._read_control)
+            read_all = trio.Event()
+            nursery.start_soon(self._read_control, read_all)
             nursery.start_soon(self._check_health, health_timeout)
             await self.process.wait()
+            # What it sent last (its final metrics) may still be in the socket.
+            with trio.move_on_after(DRAIN_TIMEOUT):
+                await read_all.wait()
             nursery.cancel_scope.cancel()
         self.state = WorkerState.EXITED
         await self.control.aclose()
@@ -92,7 +113,34 @@ class Worker:
         self.exited.set()
         self.on_change()
 
-    async def _read_control(self) -> None:
+    async def request_metrics(self, timeout: float) -> Snapshot | None:
+        """Ask for a fresh snapshot; the last one known if none comes within ``timeout``."""
+        if self.state is WorkerState.EXITED:
+            await trio.lowlevel.checkpoint()
+            return self.metrics
+        self.metrics_received = received = trio.Event()
+        with trio.move_on_after(timeout):
+            if await self._send(METRICS_REQUEST):
+                await received.wait()
+        return self.metrics
+
+    async def _send(self, message: bytes) -> bool:
+        """Whether ``message`` went out (False: the worker's end is closed)."""
+        async with self._sending:
+            try:
+                await self.control.send_all(message)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return False
+        return True
+
+    async def _read_control(self, read_all: trio.Event) -> None:
+        messages = WorkerMessages()
+        try:
+            await self._read_messages(messages)
+        finally:
+            read_all.set()
+
+    async def _read_messages(self, messages: WorkerMessages) -> None:
         while True:
             try:
                 data = await self.control.receive_some()
@@ -100,8 +148,16 @@ class Worker:
                 return
             if not data:
                 return
-            for message in (data[i : i + 1] for i in range(len(data))):
-                if message == PONG:
+            try:
+                received = messages.feed(data)
+            except ValueError as exc:
+                logger.error("Worker [%d] sent garbage on its control channel: %s", self.pid, exc)
+                return
+            for message in received:
+                if isinstance(message, dict):
+                    self.metrics = message
+                    self.metrics_received.set()
+                elif message == PONG:
                     self.pong.set()
                 elif message == READY and self.state is WorkerState.STARTING:
                     self.state = WorkerState.SERVING
@@ -123,9 +179,7 @@ class Worker:
         while True:
             await trio.sleep(interval)
             self.pong = trio.Event()
-            try:
-                await self.control.send_all(PING)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
+            if not await self._send(PING):
                 return
             with trio.move_on_after(timeout):
                 await self.pong.wait()

@@ -162,6 +162,7 @@ class H2Stream(MultiplexedStream):
             self._check_open()
             return
         self._window_wait = None
+        self.connection.state.count_timeout("send")
         self.connection.protocol.reset(self.stream_id, ErrorCodes.CANCEL)
         self.lost()
         raise ClientDisconnected("the client kept its flow-control window shut")

@@ -67,7 +67,7 @@ async def h2_websocket(stream: H2Stream, scope: dict[str, Any]) -> Outcome | Non
         await _refuse(stream, exc)
         return _outcome(stream)
     websocket = H2WebSocket(stream, protocol, config)
-    session = websocket.session(scope, state.defaults)
+    session = websocket.session(scope, state.defaults, state.metrics)
     # The connection says goodbye with GOAWAY; the WebSocket with close 1012.
     stream.on_shutdown = session.shutdown
     if state.stopping:

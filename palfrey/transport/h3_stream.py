@@ -102,5 +102,6 @@ class H3Stream(MultiplexedStream):
                 if self.gone or not connection.writable:
                     raise ClientDisconnected("the stream was reset or the connection lost")
             return
+        connection.state.count_timeout("send")
         self.reset()
         raise ClientDisconnected("the client did not read the response within --timeout-send")

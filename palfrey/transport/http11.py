@@ -156,8 +156,11 @@ class H1Connection:
                     return
                 self.protocol.start_new_cycle()
         # Reached only when the waiting scope was cancelled: a timeout or shutdown.
-        if not self.state.stopping and self.protocol.has_pending_input:
-            await self.send_error(408, "Timed out reading the request head")
+        if not self.state.stopping:
+            partial_head = self.protocol.has_pending_input
+            self.state.count_timeout("request_head" if first or partial_head else "keep_alive")
+            if partial_head:
+                await self.send_error(408, "Timed out reading the request head")
 
     async def _next_request(self, first: bool) -> RequestReceived | None:
         """Wait for the next request head under the keep-alive and header deadlines.
@@ -308,6 +311,7 @@ class H1Connection:
             if waited.cancelled_caught:
                 # RFC 9110 §15.5.9; sent only if the response has not started.
                 self.pending_error = ProtocolError("Timed out reading the request body", 408)
+                self.state.count_timeout("request_body")
                 return None
             try:
                 events.extend(self.protocol.receive_data(data))
@@ -421,6 +425,7 @@ class H1Connection:
         logger.debug("Answering %d: %s", status, detail)
         if not self.writable:
             return
+        self.state.count_server_response(status)
         self.linger = not self._peer_gone
         body = reason_phrase(status)
         response = render_simple_response(status, [*self.state.defaults.current(), *headers], body)

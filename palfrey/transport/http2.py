@@ -151,6 +151,7 @@ class H2Connection:
         self.protocol = protocol
         self.state = state
         self.control = control
+        control.protocol = "h2"
         self.scheme = scheme
         self.client = client
         self.server = server
@@ -234,6 +235,8 @@ class H2Connection:
             if self._streams:
                 # A request arrived in the same scheduler pass: keep serving it.
                 continue
+            if not self.state.stopping:
+                self.state.count_timeout("keep_alive" if self._served_any else "request_head")
             self.protocol.finish_goaway()
             return False
 

@@ -143,6 +143,7 @@ class MultiplexedStream:
                 continue
             # RFC 9110 §15.5.9; sent only if the response has not started.
             self.pending_error = ProtocolError("Timed out reading the request body", 408)
+            self.connection.state.count_timeout("request_body")
 
     async def wait_disconnected(self) -> None:
         if self.gone:
@@ -156,6 +157,7 @@ class MultiplexedStream:
         await self.send_error(503)
 
     async def send_error(self, status: int) -> None:
+        self.connection.state.count_server_response(status)
         body = reason_phrase(status)
         headers = plain_text_headers(self.connection.state.defaults, body)
         try:

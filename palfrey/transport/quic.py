@@ -172,7 +172,8 @@ class QuicEndpoint:
         self.handshakes = 0
         self.state: ServerState | None = None
         self.nursery: trio.Nursery | None = None
-        self.control = ConnectionControl()
+        #: The endpoint's own handle (shutdown, open streams) is no connection to count.
+        self.control = ConnectionControl(protocol="")
         self._read_scope = trio.CancelScope()
 
     @property
@@ -322,7 +323,7 @@ class QuicConnectionTask:
         self.state = state
         self.client = client
         self.server: Address = endpoint.address
-        self.control = ConnectionControl()
+        self.control = ConnectionControl(protocol="h3")
         self.cids: set[bytes] = set()
         self.nursery: trio.Nursery | None = None
         #: The handshake finished and the endpoint no longer counts this one as pending.
@@ -363,6 +364,8 @@ class QuicConnectionTask:
         control = self.control
         control.on_shutdown = self._on_shutdown
         self.state.connections.add(control)
+        if self.state.metrics is not None:
+            self.state.metrics.connections_total += 1
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -424,6 +427,7 @@ class QuicConnectionTask:
                     self.endpoint.handshakes -= 1
                 elif now >= handshake_deadline:
                     logger.debug("QUIC handshake from %s timed out", self.client)
+                    self.state.count_timeout("tls_handshake")
                     return
                 else:
                     deadline = min(deadline, handshake_deadline)

@@ -11,6 +11,7 @@ import attrs
 import trio
 
 from palfrey.asgi.headers import DefaultHeaders
+from palfrey.observability.metrics import Metrics, Snapshot, by_label
 
 if TYPE_CHECKING:
     from palfrey.asgi.types import ASGIApp
@@ -49,6 +50,8 @@ class ConnectionControl:
     open_streams: int = 0
     #: Called at shutdown while the connection carries a protocol of its own.
     on_shutdown: Callable[[], None] | None = None
+    #: What the connection speaks (``http/1.1``, ``h2``, ``h3``, ``websocket``), for metrics.
+    protocol: str = "http/1.1"
 
     def expire(self) -> None:
         """The idle deadline passed: stop waiting for a request."""
@@ -89,6 +92,11 @@ class ServerState:
     shutdown_requested: trio.Event = attrs.Factory(trio.Event)
     #: Set when --limit-max-requests started the shutdown: a supervisor then starts a replacement.
     limit_reached: trio.Event = attrs.Factory(trio.Event)
+    #: Counted only with ``--metrics-bind``; None costs the hot path nothing.
+    metrics: Metrics | None = None
+    #: Lifespan startup completed and the listeners accept: ``/readyz`` answers 200
+    #: until shutdown begins.
+    serving: trio.Event = attrs.Factory(trio.Event)
 
     def count_request(self) -> None:
         """Count a request; the one that reaches ``--limit-max-requests`` starts the shutdown."""
@@ -112,6 +120,37 @@ class ServerState:
         """Tell every connection the server is stopping."""
         for control in list(self.connections):
             control.shutdown()
+
+    @property
+    def ready(self) -> bool:
+        """Serving and not stopping: a load balancer may send traffic."""
+        return self.serving.is_set() and not self.shutdown_requested.is_set()
+
+    def count_server_response(self, status: int) -> None:
+        """Palfrey answered a request itself; counted for ``palfrey_server_responses_total``."""
+        if self.metrics is not None:
+            self.metrics.server_response(status)
+
+    def count_timeout(self, kind: str) -> None:
+        """A wait on a client was given up; counted for ``palfrey_timeouts_total``."""
+        if self.metrics is not None:
+            self.metrics.timeout(kind)
+
+    def metrics_snapshot(self) -> Snapshot:
+        """This process's metrics, with the gauges read off the open connections."""
+        metrics = self.metrics if self.metrics is not None else Metrics()
+        connections: dict[str, int] = {}
+        streams: dict[str, int] = {}
+        for control in self.connections:
+            if not control.protocol:
+                continue
+            connections[control.protocol] = connections.get(control.protocol, 0) + 1
+            if control.protocol in ("h2", "h3"):
+                streams[control.protocol] = streams.get(control.protocol, 0) + control.open_streams
+        snapshot = metrics.snapshot()
+        snapshot["palfrey_connections_open"] = by_label(connections, "protocol")
+        snapshot["palfrey_streams_open"] = by_label(streams, "protocol")
+        return snapshot
 
     @property
     def open_streams(self) -> int:

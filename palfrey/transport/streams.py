@@ -40,8 +40,12 @@ async def serve_request(
     client: Address,
     server: Address,
     upgrade: UpgradeHandler | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Serve ``request`` on ``stream`` through the app and say how the stream ended."""
+    """Serve ``request`` on ``stream`` through the app and say how the stream ended.
+
+    ``tls`` is the connection's ``tls`` scope extension (TLS connections only).
+    """
     state.count_request()
     scope = http_scope(
         method=request.method,
@@ -55,6 +59,8 @@ async def serve_request(
         state=state.lifespan_state,
     )
     extensions = scope["extensions"]
+    if tls is not None:
+        extensions["tls"] = tls
     if stream.supports_early_hints:
         extensions["http.response.early_hint"] = {}
     # The trailers go out only if the client said it reads them (ASGI, RFC 9110 §6.5).
@@ -73,7 +79,7 @@ async def serve_request(
             outcome = await upgrade(scope)
             if outcome is not None:
                 return outcome
-        return await HTTPCycle(scope, stream, state.defaults).run(state.app)
+        return await HTTPCycle(scope, stream, state.defaults, metrics=state.metrics).run(state.app)
     finally:
         if limiter is not None:
             limiter.release_on_behalf_of(stream)

@@ -68,6 +68,8 @@ async def handle_connection(
     """Serve one accepted connection; nothing raised here reaches the listener but Cancelled."""
     control = ConnectionControl()
     state.connections.add(control)
+    if state.metrics is not None:
+        state.metrics.connections_total += 1
     # Every write to this client, HTTP/1.1 or WebSocket, under TLS or not, ends
     # here: a client that stops reading is given up on after this long.
     stream.send_timeout = state.config.timeout_send

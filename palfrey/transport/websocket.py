@@ -72,8 +72,9 @@ async def websocket_upgrade(
         # ends with HTTP/1.1.
         connection.socket_stream.skip_redundant_yields = False
     websocket = H1WebSocket(connection, protocol, config)
-    session = websocket.session(scope, state.defaults)
+    session = websocket.session(scope, state.defaults, state.metrics)
     control = connection.control
+    control.protocol = "websocket"
     control.on_shutdown = session.shutdown
     if state.stopping:
         session.shutdown()

@@ -41,6 +41,7 @@ from palfrey.transport.ws_reader import MessageReader
 if TYPE_CHECKING:
     from palfrey.asgi.headers import DefaultHeaders
     from palfrey.config.schema import Config
+    from palfrey.observability.metrics import Metrics
 
 logger = logging.getLogger("palfrey.error")
 
@@ -106,12 +107,15 @@ class WebSocketBase:
         self._lost = False
         self._nursery: trio.Nursery | None = None
 
-    def session(self, scope: dict[str, Any], defaults: DefaultHeaders) -> WebSocketSession:
+    def session(
+        self, scope: dict[str, Any], defaults: DefaultHeaders, metrics: Metrics | None
+    ) -> WebSocketSession:
         """The session that runs the app, with this WebSocket as its transport."""
         return WebSocketSession(
             scope=websocket_scope(scope, self.protocol.subprotocols),
             transport=self,
             defaults=defaults,
+            metrics=metrics,
         )
 
     async def _write(self, data: bytes) -> None:
