@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -13,7 +14,31 @@ from tls_cert import Certificate, make_certificate
 
 import palfrey
 from palfrey.asgi.interfaces import wrap_app
+from palfrey.observability import access_log
 from palfrey.server.server import Server
+
+#: The loggers ``configure_logging`` (and a ``--log-config`` file) set up; "" is the root.
+LOGGERS = ("", "palfrey", "palfrey.access", "palfrey.error")
+
+
+@pytest.fixture(autouse=True)
+def restore_logging() -> Iterator[None]:
+    """Whatever configures logging in-process (``configure_logging``, ``run_config``)
+    changes process-wide loggers: put them back, so no test sees another's set-up."""
+    saved = [
+        (logger, logger.handlers[:], logger.level, logger.propagate, logger.disabled)
+        for logger in map(logging.getLogger, LOGGERS)
+    ]
+    yield
+    for logger, handlers, level, propagate, disabled in saved:
+        for handler in logger.handlers:
+            if handler not in handlers:
+                handler.close()
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
+        logger.disabled = disabled
+    access_log.use_format(None)
 
 
 @attrs.define

@@ -9,7 +9,6 @@ import os
 import re
 import socket
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,26 +34,6 @@ SCOPE: dict[str, Any] = {
     "client": ("127.0.0.1", 40000),
     "headers": [(b"user-agent", b"agent/2"), (b"x-request-id", b"abc-1")],
 }
-
-
-@pytest.fixture(autouse=True)
-def restore_logging() -> Iterator[None]:
-    """configure_logging changes process-wide loggers: put them back as they were."""
-    saved = {
-        name: (logger, logger.handlers[:], logger.level, logger.propagate, logger.disabled)
-        for name in LOGGERS
-        for logger in [logging.getLogger(name)]
-    }
-    yield
-    for logger, handlers, level, propagate, disabled in saved.values():
-        for handler in logger.handlers:
-            if handler not in handlers:
-                handler.close()
-        logger.handlers[:] = handlers
-        logger.setLevel(level)
-        logger.propagate = propagate
-        logger.disabled = disabled
-    access_log.use_format(None)
 
 
 @pytest.fixture

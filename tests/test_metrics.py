@@ -261,6 +261,18 @@ async def test_palfreys_own_answers_and_timeouts_are_counted() -> None:
     assert value(samples, "palfrey_timeouts_total", kind="keep_alive") == 1
 
 
+async def test_a_tls_handshake_timeout_is_counted(certificate: Any) -> None:
+    tls = {"ssl_certfile": certificate.certfile, "ssl_keyfile": certificate.keyfile}
+    async with metrics_server(app, lifespan="off", timeout_tls_handshake=0.2, **tls) as (
+        server,
+        addresses,
+    ):
+        async with connect(_Address(addresses[0].replace("https://", "http://"))) as client:
+            await client.assert_closed()
+        samples = await scrape(server)
+    assert value(samples, "palfrey_timeouts_total", kind="tls_handshake") == 1
+
+
 async def test_overload_is_counted() -> None:
     async with metrics_server(app, lifespan="off", limit_concurrency=1) as (server, addresses):
         async with httpx.AsyncClient() as client, trio.open_nursery() as nursery:

@@ -96,7 +96,8 @@ async def test_trailer_fields_follow_the_last_chunk(serve: Any) -> None:
         )
         assert await client.read_exactly(len(expected)) == expected
         await still_alive(client)
-    assert scopes[0]["extensions"] == {TRAILERS: {}, EARLY_HINT: {}}
+    files = {"http.response.pathsend": {}, "http.response.zerocopysend": {}}
+    assert scopes[0]["extensions"] == {TRAILERS: {}, EARLY_HINT: {}, **files}
 
 
 @pytest.mark.parametrize(

@@ -33,6 +33,14 @@ import attrs
 import trio
 
 from palfrey.asgi.errors import ClientDisconnected
+from palfrey.asgi.file_body import (
+    FILE_MESSAGES,
+    FileBody,
+    open_path,
+    send_file,
+    with_content_length,
+    zerocopy_file,
+)
 from palfrey.asgi.headers import DefaultHeaders, validate_headers, validate_trailers
 from palfrey.asgi.messages import (
     INTERNAL_ERROR_BODY,
@@ -307,6 +315,10 @@ class HTTPCycle:
             await self._trailers(message)
             return
         if message_type != "http.response.body":
+            offered = self.scope.get("extensions") or ()
+            if message_type in FILE_MESSAGES and message_type in offered:
+                await self._file(message)
+                return
             raise RuntimeError(f"Expected ASGI message 'http.response.body', got {message_type!r}")
         body, more = response_body(message)
         declared = self._declared_length
@@ -349,6 +361,54 @@ class HTTPCycle:
             self.response_complete = True
             if self._wait_scope is not None:
                 self._wait_scope.cancel()
+
+    async def _file(self, message: Message) -> None:
+        """A body read from a file (:mod:`palfrey.asgi.file_body`), under the rules of
+        ``http.response.body``.
+
+        ``pathsend`` is the whole body, so it comes first and alone (the extension
+        forbids mixing it with body messages), and when the app gave no length the
+        head gets the file's, as Granian does: a plain file needs no chunked framing.
+        ``zerocopysend`` is one body message among others. A response without
+        content (HEAD, 204, 304) reads nothing.
+        """
+        if message["type"] == "http.response.pathsend":
+            if self.head_sent:
+                raise RuntimeError("'http.response.pathsend' must be the only body message")
+            file, more = await open_path(message), False
+        else:
+            file, more = zerocopy_file(message)
+        try:
+            declared = self._declared_length
+            total = self.bytes_sent + file.count
+            if declared is not None and (total > declared or (not more and total < declared)):
+                raise RuntimeError(
+                    f"Invalid response body: {total} bytes where content-length is {declared}"
+                )
+            if file.owned and not self._trailers_on_wire and self.status not in (204, 304):
+                self._headers = with_content_length(self._headers, file.count)
+            if self.disconnected or self.write_interrupted:
+                raise ClientDisconnected("the client has disconnected")
+            end = not more and not self._trailers_declared
+            if not file.count or self.status in (204, 304) or self.scope.get("method") == "HEAD":
+                await self._write(b"", end)
+            else:
+                await self._write_extra(self._write_file, file, end)
+                file.sent()
+                self.bytes_sent += file.count
+                if end:
+                    self.response_complete = True
+                    if self._wait_scope is not None:
+                        self._wait_scope.cancel()
+            self._awaiting_trailers = not more and self._trailers_declared
+        finally:
+            file.close()
+
+    async def _write_file(self, file: FileBody, end: bool) -> None:
+        if not self.head_sent:
+            await self.stream.send_head(self.status, self._headers, b"", False)
+            self.head_sent = True
+        await send_file(self.stream, file, end)
 
     async def _early_hint(self, message: Message) -> None:
         """Send ``103 Early Hints`` with a ``link`` field per link, while no head is out.

@@ -363,15 +363,16 @@ class Config:
     )
     proxy_headers: bool = _option(
         True,
-        "Trust X-Forwarded-For/X-Forwarded-Proto from --forwarded-allow-ips"
-        " to set client and scheme.",
+        "Trust Forwarded and X-Forwarded-For/-Proto/-Host/-Port from"
+        " --forwarded-allow-ips to set client, scheme and host.",
         kind="bool",
         negatable=True,
         group="protocol",
     )
     forwarded_allow_ips: str = _option(
         "127.0.0.1",
-        "Comma-separated IPs/networks trusted for proxy headers, or '*' for all.",
+        "Comma-separated IPs/networks trusted for proxy headers, 'unix' for"
+        " UNIX socket peers, or '*' for all.",
         group="protocol",
     )
     server_header: bool = _option(

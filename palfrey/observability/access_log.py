@@ -111,7 +111,7 @@ def _fields(
 ) -> dict[str, Any]:
     """The structured ``extra`` of an access record: one pass over the request headers."""
     user_agent = request_id = None
-    for name, value in scope["headers"]:
+    for name, value in scope.get("headers", ()):
         if name == b"user-agent":
             user_agent = value.decode("latin-1")
         elif name == b"x-request-id":

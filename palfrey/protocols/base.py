@@ -23,6 +23,16 @@ class ProtocolHandler(Protocol):
 
     def send_body(self, data: bytes, more: bool = False) -> bytes: ...
 
+    def frame_body(self, length: int, more: bool = False) -> tuple[bytes, bytes]:
+        """Frame ``length`` body bytes that the transport writes itself (``os.sendfile``).
+
+        Returns what to write before them and after them (a chunk's size line and
+        end; without ``more``, the end of the response too), so that the bytes never
+        pass through the handler. Checked as :meth:`send_body` checks. Only for a
+        response with content (not HEAD, 204 or 304) and ``length`` above 0.
+        """
+        ...
+
     def send_continue(self) -> bytes: ...
 
     def send_informational(self, status: int, headers: list[tuple[bytes, bytes]]) -> bytes:

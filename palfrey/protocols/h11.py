@@ -24,6 +24,19 @@ _EMPTY_END = BodyReceived(b"", False)
 _CHUNKED_FIELD = b"\r\nTransfer-Encoding: chunked\r\n"
 
 
+class _BodyLength:
+    """Stands for body bytes written around h11 (:meth:`H1Protocol.frame_body`): h11
+    reads only their length."""
+
+    __slots__ = ("length",)
+
+    def __init__(self, length: int) -> None:
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+
 class H1Protocol:
     """One HTTP/1.1 server connection parsed and framed by h11.
 
@@ -170,6 +183,23 @@ class H1Protocol:
             conn.send_failed()
             raise LocalProtocolError(str(exc)) from None
         return out
+
+    def frame_body(self, length: int, more: bool = False) -> tuple[bytes, bytes]:
+        # h11 hands back the very object given as data (its sendfile support), so a
+        # stand-in with only a length frames bytes h11 never sees.
+        conn = self._conn
+        stand_in = _BodyLength(length)
+        try:
+            parts = conn.send_with_data_passthrough(h11.Data(data=stand_in)) or []  # type: ignore[arg-type]
+            index = next(i for i, part in enumerate(parts) if part is stand_in)
+            before = b"".join(parts[:index])
+            after = b"".join(parts[index + 1 :])
+            if not more:
+                after += conn.send(_END_OF_MESSAGE) or b""
+        except h11.LocalProtocolError as exc:
+            conn.send_failed()
+            raise LocalProtocolError(str(exc)) from None
+        return before, after
 
     def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         conn = self._conn

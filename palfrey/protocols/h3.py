@@ -223,6 +223,12 @@ class H3Protocol:
         return bool(self._quic._handshake_complete)
 
     @property
+    def cipher_suite(self) -> int | None:
+        """The negotiated TLS 1.3 cipher suite's IANA number, once the handshake chose it."""
+        schedule = self._quic.tls.key_schedule
+        return None if schedule is None else int(schedule.cipher_suite)
+
+    @property
     def host_cid(self) -> bytes:
         """The connection id this server chose first (route it here as well)."""
         return self._quic.host_cid

@@ -527,6 +527,23 @@ class H1HttpToolsProtocol:
             self._end_of_response()
         return out
 
+    def frame_body(self, length: int, more: bool = False) -> tuple[bytes, bytes]:
+        if self._server != SEND_BODY:
+            self._fail_send()
+            raise LocalProtocolError(f"can't send body data in state {self._server}")
+        before = after = b""
+        writer = self._writer
+        if writer == LENGTH:
+            if length > self._write_left:
+                self._fail_send()
+                raise LocalProtocolError("Too much data for declared Content-Length")
+            self._write_left -= length
+        elif writer == CHUNKED:
+            before, after = b"%x\r\n" % length, b"\r\n"
+        if not more:
+            after += self.send_body(b"")
+        return before, after
+
     def send_trailers(self, headers: list[tuple[bytes, bytes]]) -> bytes:
         if self._writer != CHUNKED or self._server != SEND_BODY:
             return self.send_body(b"")  # no chunked body to trail: dropped, as by h11

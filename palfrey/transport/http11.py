@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from palfrey.asgi.scope import Address
 from palfrey.protocols.events import (
     BodyReceived,
     ConnectionClosed,
+    LocalProtocolError,
     ProtocolError,
     ProtocolEvent,
     RequestReceived,
@@ -47,6 +49,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("palfrey.error")
 
 _CLOSE = (b"connection", b"close")
+#: ``os.sendfile`` exists here (not on Windows).
+_SENDFILE = hasattr(os, "sendfile")
 RECEIVE_SIZE = 64 * 1024
 #: Unparsed bytes (pipelined requests) held while the app runs; reading pauses beyond it.
 READ_AHEAD_LIMIT = 64 * 1024
@@ -82,6 +86,7 @@ class H1Connection:
         "stream",
         "supports_early_hints",
         "supports_trailers",
+        "tls",
         "upgrade_handler",
         "writable",
     )
@@ -96,6 +101,7 @@ class H1Connection:
         scheme: str,
         client: Address,
         server: Address,
+        tls: dict[str, Any] | None = None,
         upgrade_handler: H1UpgradeHandler | None = None,
         h2c_handler: H1SwitchHandler | None = None,
         socket_stream: SocketStream | None = None,
@@ -113,6 +119,8 @@ class H1Connection:
         self.scheme = scheme
         self.client = client
         self.server = server
+        #: The connection's ``tls`` scope extension (TLS only), shared by its requests.
+        self.tls = tls
         self.upgrade_handler = upgrade_handler
         self.h2c_handler = h2c_handler
         #: Bytes read before this object existed (while choosing the protocol).
@@ -226,6 +234,7 @@ class H1Connection:
                 scheme=self.scheme,
                 client=self.client,
                 server=self.server,
+                tls=self.tls,
                 upgrade=(
                     functools.partial(self._upgrade, request)
                     if upgrade and self.upgrade_handler is not None
@@ -385,6 +394,41 @@ class H1Connection:
             await self._send_all(data)
         else:
             await trio.lowlevel.cancel_shielded_checkpoint()
+
+    @property
+    def can_send_file(self) -> bool:
+        """Whether :meth:`send_file` may run: in cleartext, where the kernel can copy a
+        file to the socket. Under TLS the bytes must be encrypted in Python, so the
+        bridge reads them in chunks through :meth:`send_body` instead."""
+        return _SENDFILE and self.stream is self.socket_stream
+
+    async def send_file(self, fd: int, offset: int, count: int, end: bool) -> None:
+        """Write ``count`` (> 0) bytes of the file ``fd`` from ``offset`` as response body
+        with ``os.sendfile``, after the head; the handler frames them without seeing them.
+
+        Cut short in any way (cancelled, timed out, the file ended early) the framing
+        is broken, so the connection writes nothing more.
+        """
+        assert self.socket_stream is not None
+        before, after = self.protocol.frame_body(count, more=not end)
+        if before:
+            await self._send_all(before)
+        if not self.writable:
+            raise ClientDisconnected("the connection was given up after an interrupted write")
+        try:
+            sent = await self.socket_stream.send_file(fd, offset, count)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.writable = False
+            self._peer_gone = True
+            raise ClientDisconnected("the client has disconnected") from None
+        except BaseException:
+            self.writable = False
+            raise
+        if sent < count:
+            self.writable = False
+            raise LocalProtocolError(f"the file ended {count - sent} bytes early")
+        if after:
+            await self._send_all(after)
 
     # Socket helpers.
 

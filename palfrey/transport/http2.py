@@ -78,6 +78,7 @@ def open_h2_connection(
     initial: bytes = b"",
     upgraded: tuple[RequestReceived, bytes] | None = None,
     settings: bytes | None = None,
+    tls: dict[str, Any] | None = None,
 ) -> H2Connection:
     """An HTTP/2 connection; with ``settings`` (the ``HTTP2-Settings`` of an ``Upgrade: h2c``),
     one that starts by answering ``upgraded`` on stream 1."""
@@ -101,6 +102,7 @@ def open_h2_connection(
         initial_data=initial,
         upgraded=upgraded,
         stream_upgrade=h2_websocket if config.ws != "none" else None,
+        tls=tls,
     )
 
 
@@ -129,6 +131,7 @@ class H2Connection:
         "server",
         "state",
         "stream_upgrade",
+        "tls",
         "transport",
         "writable",
     )
@@ -146,6 +149,7 @@ class H2Connection:
         initial_data: bytes = b"",
         upgraded: tuple[RequestReceived, bytes] | None = None,
         stream_upgrade: StreamUpgrade | None = None,
+        tls: dict[str, Any] | None = None,
     ) -> None:
         self.transport = transport
         self.protocol = protocol
@@ -155,6 +159,8 @@ class H2Connection:
         self.scheme = scheme
         self.client = client
         self.server = server
+        #: The connection's ``tls`` scope extension (TLS only), shared by its streams.
+        self.tls = tls
         self.stream_upgrade = stream_upgrade
         self.nursery: trio.Nursery | None = None
         #: Close gently (half-close, then drain briefly), so that input still in

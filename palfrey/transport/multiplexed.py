@@ -36,7 +36,7 @@ class MultiplexedStream:
     """The request side of one stream on an HTTP/2 or HTTP/3 connection, and how it ends.
 
     ``connection`` is the version's connection task: it has ``protocol``
-    (with ``acknowledge``, ``reset``), ``state``, ``scheme``, ``client``,
+    (with ``acknowledge``, ``reset``), ``state``, ``scheme``, ``tls``, ``client``,
     ``server``, ``writable``, ``kick()`` and ``stream_finished(stream)``.
     """
 
@@ -196,6 +196,7 @@ async def serve_stream(
             scheme=connection.scheme,
             client=connection.client,
             server=connection.server,
+            tls=connection.tls,
             upgrade=upgrade,
         )
         if stream.pending_error is not None and not stream.head_sent and not stream.gone:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -73,17 +73,18 @@ async def open_connection(
     control: ConnectionControl,
     *,
     socket_stream: SocketStream,
-    tls: bool,
+    tls: dict[str, Any] | None,
     client: Address,
     server: Address,
 ) -> H1Connection | H2Connection | None:
     """The connection object that serves ``transport`` (its handshakes already done),
     over ``socket_stream`` (the same stream, or the socket under TLS); None if the
-    client left or went quiet before it said which protocol it speaks."""
+    client left or went quiet before it said which protocol it speaks. ``tls`` is the
+    connection's ``tls`` scope extension under TLS, None in cleartext."""
     http = state.config.http
-    scheme = "https" if tls else "http"
+    scheme = "https" if tls is not None else "http"
     initial = b""
-    alpn = transport.selected_alpn_protocol() if tls else None  # type: ignore[attr-defined]
+    alpn = transport.selected_alpn_protocol() if tls is not None else None  # type: ignore[attr-defined]
     if http != "auto" or alpn is not None:
         # ALPN chose; or one protocol is served whatever the client says, and a
         # client speaking another one gets that protocol's error.
@@ -96,7 +97,14 @@ async def open_connection(
         use_h2 = initial.startswith(PREFACE)
     if use_h2:
         return open_h2_connection(
-            transport, state, control, scheme=scheme, client=client, server=server, initial=initial
+            transport,
+            state,
+            control,
+            scheme=scheme,
+            client=client,
+            server=server,
+            initial=initial,
+            tls=tls,
         )
     config = state.config
     protocol = h1_protocol_class(http)(
@@ -111,9 +119,10 @@ async def open_connection(
         scheme=scheme,
         client=client,
         server=server,
+        tls=tls,
         # A WSGI app still gets the handshake, so its adapter can refuse it clearly.
         upgrade_handler=websocket_upgrade if config.ws != "none" else None,
-        h2c_handler=h2c_upgrade if http == "auto" and not tls else None,
+        h2c_handler=h2c_upgrade if http == "auto" and tls is None else None,
         socket_stream=socket_stream,
         initial_data=initial,
     )

@@ -56,6 +56,7 @@ from palfrey.transport.errors import BindError, TLSSetupError
 from palfrey.transport.h3_stream import H3Stream
 from palfrey.transport.multiplexed import serve_stream
 from palfrey.transport.state import ConnectionControl
+from palfrey.transport.tls import server_certificate_pem
 
 if TYPE_CHECKING:
     from palfrey.asgi.scope import Address
@@ -116,11 +117,12 @@ async def open_quic_endpoints(config: Config, *, reuse_port: bool = False) -> li
     would scatter them).
     """
     configuration = quic_configuration(config)
+    server_cert = server_certificate_pem(config.ssl_certfile)  # type: ignore[arg-type]
     endpoints: list[QuicEndpoint] = []
     try:
         for host, port in quic_addresses(config):
             sock = await bind_udp(host, port, reuse_port=reuse_port)
-            endpoints.append(QuicEndpoint(sock, configuration))
+            endpoints.append(QuicEndpoint(sock, configuration, server_cert))
     except BaseException:
         for endpoint in endpoints:
             endpoint.sock.close()
@@ -158,13 +160,18 @@ class QuicEndpoint:
         "handshakes",
         "nursery",
         "routes",
+        "server_cert",
         "sock",
         "state",
     )
 
-    def __init__(self, sock: socket.socket, configuration: QuicConfiguration) -> None:
+    def __init__(
+        self, sock: socket.socket, configuration: QuicConfiguration, server_cert: str | None
+    ) -> None:
         self.sock = sock
         self.configuration = configuration
+        #: The PEM of the certificate presented, for the ``tls`` scope extension.
+        self.server_cert = server_cert
         #: Connection id -> its connection; every id a connection answers to is here.
         self.routes: dict[bytes, QuicConnectionTask] = {}
         self.connections: set[QuicConnectionTask] = set()
@@ -313,6 +320,7 @@ class QuicConnectionTask:
         "protocol",
         "server",
         "state",
+        "tls",
     )
 
     def __init__(
@@ -328,10 +336,24 @@ class QuicConnectionTask:
         self.nursery: trio.Nursery | None = None
         #: The handshake finished and the endpoint no longer counts this one as pending.
         self.handshake_counted = False
+        #: The ``tls`` scope extension, once the handshake has settled what it says.
+        self.tls: dict[str, Any] | None = None
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._streams: dict[int, H3Stream] = {}
         self._wake = trio.Event()
         self._progress = trio.Event()
+
+    def _tls_extension(self) -> dict[str, Any]:
+        """QUIC always runs TLS 1.3 (RFC 9001), and aioquic's server asks for no client
+        certificate, so only the server certificate and the cipher suite vary."""
+        return {
+            "server_cert": self.endpoint.server_cert,
+            "client_cert_chain": [],
+            "client_cert_name": None,
+            "client_cert_error": None,
+            "tls_version": 0x0304,
+            "cipher_suite": self.protocol.cipher_suite,
+        }
 
     # Called by the endpoint.
 
@@ -425,6 +447,7 @@ class QuicConnectionTask:
                 if protocol.handshake_complete:
                     self.handshake_counted = True
                     self.endpoint.handshakes -= 1
+                    self.tls = self._tls_extension()
                 elif now >= handshake_deadline:
                     logger.debug("QUIC handshake from %s timed out", self.client)
                     self.state.count_timeout("tls_handshake")

@@ -52,6 +52,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import math
+import os
 import socket
 
 import trio
@@ -254,6 +255,64 @@ class SocketStream(trio.abc.HalfCloseableStream):
                 raise _stream_error(exc) from exc
             if scope is not None:
                 scope.deadline = trio.current_time() + self.send_timeout
+
+    async def send_file(self, fd: int, offset: int, count: int) -> int:
+        """Copy ``count`` bytes of the file ``fd`` from ``offset`` to the socket inside the
+        kernel (``os.sendfile``): no byte passes through Python.
+
+        Returns the bytes sent, fewer than ``count`` only if the file ended first.
+        The rules of :meth:`send_all` hold: cancellation is checked before any byte
+        moves, the call always yields, and ``send_timeout`` bounds how long no byte
+        may move (the deadline renewed as bytes move), after which every later write
+        is refused. Between two kernel calls the task waits for the socket to be
+        writable again, so a long file lets other tasks run and stays cancellable.
+        """
+        if self._send_refused:
+            raise self._refusal()
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this connection")
+        await checkpoint_if_cancelled()
+        if self.skip_redundant_yields:
+            self._yielder = current_task()
+        self._sending = True
+        try:
+            timeout = self.send_timeout
+            if timeout == math.inf:
+                return await self._send_file(fd, offset, count, None)
+            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
+                return await self._send_file(fd, offset, count, scope)
+            self._send_broken = self._send_refused = True
+            raise StreamTimeout(f"no byte could be sent for {self.send_timeout} seconds")
+        finally:
+            self._sending = False
+
+    async def _send_file(
+        self, fd: int, offset: int, count: int, scope: trio.CancelScope | None
+    ) -> int:
+        sock = self.socket
+        out = sock.fileno()
+        sent = 0
+        waited = False
+        while sent < count:
+            try:
+                moved = os.sendfile(out, fd, offset + sent, count - sent)
+            except BlockingIOError:
+                moved = -1
+            except OSError as exc:
+                raise _stream_error(exc) from exc
+            if moved == 0:
+                break  # the end of the file
+            if moved > 0:
+                sent += moved
+                if scope is not None:
+                    scope.deadline = trio.current_time() + self.send_timeout
+                if sent == count:
+                    break
+            await wait_writable(sock)
+            waited = True
+        if not waited:
+            await cancel_shielded_checkpoint()
+        return sent
 
     async def wait_send_all_might_not_block(self) -> None:
         if self._sending:

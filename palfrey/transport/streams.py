@@ -61,6 +61,10 @@ async def serve_request(
     extensions = scope["extensions"]
     if tls is not None:
         extensions["tls"] = tls
+    # Files go out on every stream: by os.sendfile where the stream can, otherwise
+    # read in chunks through send_body (palfrey/asgi/file_body.py).
+    extensions["http.response.pathsend"] = {}
+    extensions["http.response.zerocopysend"] = {}
     if stream.supports_early_hints:
         extensions["http.response.early_hint"] = {}
     # The trailers go out only if the client said it reads them (ASGI, RFC 9110 §6.5).

@@ -7,14 +7,14 @@ import logging
 import os
 import socket
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
 from palfrey.asgi.scope import Address
 from palfrey.transport.protocol_select import open_connection
 from palfrey.transport.state import ConnectionControl
-from palfrey.transport.tls import handshake
+from palfrey.transport.tls import handshake, tls_extension
 
 if TYPE_CHECKING:
     from palfrey.transport.socket_stream import SocketListener, SocketStream
@@ -74,19 +74,22 @@ async def handle_connection(
     # here: a client that stops reading is given up on after this long.
     stream.send_timeout = state.config.timeout_send
     transport: trio.abc.Stream = stream
+    extension: dict[str, Any] | None = None
     try:
         client, server = _addresses(stream.socket)
         if ssl_context is not None:
-            tls = await handshake(stream, ssl_context, state.config.timeout_tls_handshake)
+            tls = await handshake(stream, ssl_context, state.config.timeout_tls_handshake, state)
             if tls is None:
                 return
             transport = tls
+            # Once per connection: every request on it shares the dict.
+            extension = tls_extension(tls)
         connection = await open_connection(
             transport,
             state,
             control,
             socket_stream=stream,
-            tls=ssl_context is not None,
+            tls=extension,
             client=client,
             server=server,
         )
