@@ -728,9 +728,21 @@ def test_window_update_event() -> None:
     pair.handshake()
     stream_id = pair.request()
     pair.to_server()
-    pair.client.increment_flow_control_window(1000, stream_id)
-    pair.client.increment_flow_control_window(1000)
+    pair.client.increment_flow_control_window(65536, stream_id)
+    pair.client.increment_flow_control_window(65536)
     assert pair.to_server() == [WindowUpdated(stream_id), WindowUpdated(0)]
+
+
+def test_frames_that_carry_nothing_are_reported_for_the_flood_budget() -> None:
+    pair = Pair()
+    pair.handshake()
+    stream_id = pair.request(end=False)
+    pair.to_server()
+    pair.client.increment_flow_control_window(1, stream_id)
+    pair.client.send_data(stream_id, b"")
+    pair.client.prioritize(stream_id, weight=32)
+    events = pair.to_server()
+    assert events.count(ControlReceived()) == 3, events
 
 
 # h2c upgrade.

@@ -133,7 +133,8 @@ class ConnectionTerminated:
 
 @attrs.frozen(slots=True)
 class ControlReceived:
-    """A control frame (PING, SETTINGS) arrived; counted against floods."""
+    """A frame that costs work and carries nothing for a stream arrived (PING, SETTINGS,
+    PRIORITY, an empty DATA frame, a tiny WINDOW_UPDATE); counted against floods."""
 
 
 StreamEvent = (

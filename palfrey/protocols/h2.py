@@ -268,7 +268,7 @@ class H2Protocol:
         elif kind is h2.events.PingAckReceived and event.ping_data == GOAWAY_PING:
             # Every request the peer sent before this PING has been seen.
             self.finish_goaway()
-        if kind is h2.events.PingReceived or kind is h2.events.RemoteSettingsChanged:
+        if kind in _COSTLY_EMPTY_EVENTS or _carries_nothing(event):
             events.append(ControlReceived())
 
     def _request(
@@ -479,3 +479,24 @@ def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
         for field in headers
         if field[0] not in _CONNECTION_FIELDS and (field[0] != b"te" or field[1] == b"trailers")
     ]
+
+
+#: Frames the peer may send at will that cost work and carry nothing for a stream:
+#: counted against the connection's flood budget (CVE-2019-9512, -9513, -9518).
+_COSTLY_EMPTY_EVENTS = frozenset(
+    (h2.events.PingReceived, h2.events.RemoteSettingsChanged, h2.events.PriorityUpdated)
+)
+#: A WINDOW_UPDATE below this opens too little to be how a real client manages its
+#: windows (they grant tens of KiB at a time); a stream of them is a flood.
+TINY_WINDOW_INCREMENT = 1024
+
+
+def _carries_nothing(event: h2.events.Event) -> bool:
+    """An empty DATA frame that does not end its stream, or a tiny WINDOW_UPDATE."""
+    kind = type(event)
+    if kind is h2.events.DataReceived:
+        return event.flow_controlled_length == 0 and event.stream_ended is None
+    if kind is h2.events.WindowUpdated:
+        return event.delta < TINY_WINDOW_INCREMENT
+    return False
+

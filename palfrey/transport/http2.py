@@ -59,7 +59,8 @@ RECEIVE_SIZE = 64 * 1024
 #: Resets (the peer's RST_STREAM, refused streams) tolerated per interval before the
 #: connection is closed with ENHANCE_YOUR_CALM (CVE-2023-44487, "rapid reset").
 RESET_LIMIT = 200
-#: PING and SETTINGS frames tolerated per interval.
+#: Frames that carry nothing for a stream (PING, SETTINGS, PRIORITY, empty DATA, tiny
+#: WINDOW_UPDATE) tolerated per interval (CVE-2019-9512, -9513, -9518).
 CONTROL_FRAME_LIMIT = 1000
 #: The interval of both budgets, in seconds.
 ABUSE_INTERVAL = 1.0
@@ -365,7 +366,7 @@ class H2Connection:
     def _count_control_frame(self) -> None:
         self._control_frames += 1
         if self._control_frames > CONTROL_FRAME_LIMIT and not self._budget_renewed():
-            self._calm_down("too many PING or SETTINGS frames")
+            self._calm_down("too many control or empty frames")
 
     def _budget_renewed(self) -> bool:
         """Start a new interval if the current one is over; False while it runs."""

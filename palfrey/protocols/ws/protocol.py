@@ -43,6 +43,10 @@ from palfrey.protocols.ws.deflate import negotiate_deflate
 from palfrey.protocols.ws.frames import append_plain_frame, parse_plain
 from palfrey.protocols.ws.handshake import check_version_and_key, response_headers, text_tokens
 
+#: Empty non-final fragments tolerated in one message (RFC 6455 §5.4 allows them; no
+#: client needs more than a few). Beyond it the connection closes with 1008.
+MAX_EMPTY_FRAGMENTS = 1024
+
 
 class WSProtocol:
     """One server-side WebSocket, from the handshake request to the closed connection.
@@ -58,6 +62,7 @@ class WSProtocol:
         "_conn",
         "_deflate_response",
         "_disconnected",
+        "_empty_fragments",
         "_extensions",
         "_failed",
         "_key",
@@ -98,6 +103,7 @@ class WSProtocol:
         self._pending: list[WebSocketEvent] = []
         self._parts: list[bytes | str] = []
         self._message_size = 0
+        self._empty_fragments = 0
         self._failed = False
         self._open = False
         self._disconnected = False
@@ -277,8 +283,17 @@ class WSProtocol:
         if self._message_size > self.max_size:
             return self._fail_parsing(CloseReason.MESSAGE_TOO_BIG, "message too big")
         if not event.message_finished:
+            if not data:
+                # Fragments without payload cost parsing yet grow no message, so
+                # ``max_size`` cannot bound them: a stream of them would hold the loop.
+                self._empty_fragments += 1
+                if self._empty_fragments > MAX_EMPTY_FRAGMENTS:
+                    return self._fail_parsing(
+                        CloseReason.POLICY_VIOLATION, "too many empty fragments"
+                    )
             self._parts.append(data)
             return None
+        self._empty_fragments = 0
         if self._parts:
             self._parts.append(data)
             parts: Any = self._parts
