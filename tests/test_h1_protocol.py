@@ -147,10 +147,11 @@ class TestBadInput:
         assert info.value.status_code == 400
 
     def test_unknown_transfer_coding_is_501(self) -> None:
-        # RFC 9112 §6.1: a transfer coding the server does not understand.
+        # RFC 9112 §6.1: a transfer coding the server does not understand, under a
+        # final chunked; without chunked last the length is unknown: 400 (§6.3).
         with pytest.raises(ProtocolError) as info:
             H1Protocol().receive_data(
-                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"
+                b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
             )
         assert info.value.status_code == 501
 

@@ -82,7 +82,8 @@ class TestBadRequests:
             await expect_error(srv, data, 400)
 
     async def test_unknown_transfer_coding_is_501(self, serve: Any) -> None:
-        data = request("POST", headers=[("Transfer-Encoding", "gzip")])
+        # RFC 9112 §6.1; with chunked not final it would be 400 (§6.3).
+        data = request("POST", headers=[("Transfer-Encoding", "gzip, chunked")])
         async with serve(echo_body) as srv:
             await expect_error(srv, data, 501)
 

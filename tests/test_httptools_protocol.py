@@ -338,23 +338,13 @@ def test_upgrade_needs_a_proposal() -> None:
         protocol.upgrade([])
 
 
-# Known, documented differences: llhttp refuses input h11 tolerates.
+# The one known, documented difference: llhttp refuses methods it does not know.
+# (Obsolete folding, bare LF, control characters and repeated Content-Length,
+# once differences too, are refused by both: tests/test_http11_edges.py.)
 
 
-@pytest.mark.parametrize(
-    "data",
-    [
-        pytest.param(b"FOO / HTTP/1.1\r\nHost: a\r\n\r\n", id="unknown-method"),
-        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", id="obs-fold"),
-        pytest.param(b"GET / HTTP/1.1\nHost: a\n\n", id="bare-lf"),
-        pytest.param(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\x01b\r\n\r\n", id="control-char"),
-        pytest.param(
-            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\nx",
-            id="repeated-content-length",
-        ),
-    ],
-)
-def test_stricter_than_h11(data: bytes) -> None:
+def test_stricter_than_h11() -> None:
+    data = b"FOO / HTTP/1.1\r\nHost: a\r\n\r\n"
     H1Protocol().receive_data(data)
     with pytest.raises(ProtocolError) as info:
         H1HttpToolsProtocol().receive_data(data)
@@ -445,7 +435,8 @@ def requests(draw: st.DrawFn) -> bytes:
     if draw(st.booleans()):
         lines.append(b"Connection: " + draw(st.sampled_from([b"close", b"keep-alive"])))
     body = draw(st.binary(max_size=40))
-    framing = draw(st.sampled_from(["none", "length", "chunked"]))
+    # Transfer-Encoding in HTTP/1.0 is a framing error (RFC 9112 §6.1): answered 400.
+    framing = draw(st.sampled_from(["none", "length", "chunked"][: 3 if version == b"1.1" else 2]))
     if framing == "none":
         return b"\r\n".join(lines) + b"\r\n\r\n"
     if framing == "length":

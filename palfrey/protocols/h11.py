@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import h11
 
 from palfrey.protocols.events import (
@@ -12,7 +14,15 @@ from palfrey.protocols.events import (
     ProtocolEvent,
     RequestReceived,
 )
-from palfrey.protocols.h1_wire import BodyCounter, check_request_head
+from palfrey.protocols.h1_wire import (
+    CHUNK_SIZE_LIMIT,
+    MAX_TARGET_LENGTH,
+    BodyCounter,
+    PeerError,
+    check_request_head,
+    lax_head_error,
+    transfer_coding_error,
+)
 from palfrey.protocols.status import reason_phrase
 
 _CONTINUE = h11.InformationalResponse(status_code=100, headers=[], reason=b"Continue")
@@ -22,6 +32,19 @@ _EMPTY_END = BodyReceived(b"", False)
 #: The field h11 writes (title-cased, replacing any the app gave) when, and only
 #: when, it frames a response body chunked.
 _CHUNKED_FIELD = b"\r\nTransfer-Encoding: chunked\r\n"
+#: The end of a request head, by h11's rule.
+_BLANK_LINE = re.compile(rb"\n\r?\n")
+
+
+def _check_chunk_size(conn: h11.Connection) -> None:
+    """Refuse a chunk of 2**64 bytes or more, as the shared ChunkedDecoder does.
+
+    h11 takes up to 20 hex digits and waits for that many bytes; the size it
+    is waiting for is only in its reader's private state, read here defensively.
+    """
+    left = getattr(getattr(conn, "_reader", None), "_bytes_in_chunk", 0)
+    if isinstance(left, int) and left >= CHUNK_SIZE_LIMIT:
+        raise PeerError("chunk size too large")
 
 
 class _BodyLength:
@@ -42,30 +65,54 @@ class H1Protocol:
 
     h11 pauses after each complete request, so a pipelining client can never
     make this object parse more than one request ahead of the responses.
+
+    h11 unfolds lines, accepts bare LF and merges repeated Content-Length
+    fields before its events show them, and llhttp refuses all of these; so
+    that both handlers answer alike, this one keeps the raw bytes of the head
+    being parsed (``_head``) and checks them with :func:`lax_head_error`.
     """
 
-    __slots__ = ("_body", "_body_length", "_chunked", "_conn", "_head_request", "_max_head_size")
+    __slots__ = (
+        "_body",
+        "_body_length",
+        "_chunked",
+        "_conn",
+        "_head",
+        "_head_request",
+        "_in_head",
+        "_max_head_size",
+        "_max_target_length",
+    )
 
     def __init__(
         self,
         *,
         max_incomplete_event_size: int = 16 * 1024,
         limit_request_body: int | None = None,
+        max_target_length: int = MAX_TARGET_LENGTH,
     ) -> None:
         self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=max_incomplete_event_size)
         self._max_head_size = max_incomplete_event_size
+        self._max_target_length = max_target_length
         self._head_request = False
         self._body = BodyCounter(limit_request_body)
         #: The current request's Content-Length; None for a chunked body.
         self._body_length: int | None = 0
         #: The current response's body is framed chunked, so it can end with trailers.
         self._chunked = False
+        #: The bytes received since the current request head began (and perhaps more).
+        self._head = bytearray()
+        #: No request head has been parsed in this cycle (h11's client state is IDLE).
+        self._in_head = True
 
     def receive_data(self, data: bytes) -> list[ProtocolEvent]:
+        conn = self._conn
         try:
-            self._conn.receive_data(data)
+            conn.receive_data(data)
         except RuntimeError:
             return [ConnectionClosed("data after end of file")]
+        if self._in_head:
+            self._head += data
         return self.next_events()
 
     def next_events(self) -> list[ProtocolEvent]:
@@ -78,7 +125,7 @@ class H1Protocol:
                 if conn.trailing_data[1]:
                     events.append(ConnectionClosed("peer closed in the middle of a request"))
                     return events
-                raise ProtocolError(str(exc), exc.error_status_hint) from None
+                raise self._peer_error(exc) from None
             kind = type(event)
             if kind is h11.Request:
                 events.append(self._request_received(event))
@@ -88,6 +135,8 @@ class H1Protocol:
                 else:
                     events.append(_EMPTY_END)
             elif kind is h11.Data:
+                if self._body_length is None:
+                    _check_chunk_size(conn)
                 self._body.add(len(event.data))
                 if events and type(events[-1]) is BodyReceived:
                     events[-1] = BodyReceived(events[-1].data + event.data, True)
@@ -97,20 +146,52 @@ class H1Protocol:
                 events.append(ConnectionClosed("peer closed the connection"))
                 return events
             else:  # NEED_DATA or PAUSED
+                if self._body_length is None and conn.their_state is h11.SEND_BODY:
+                    _check_chunk_size(conn)
                 return events
 
+    def _peer_error(self, exc: h11.RemoteProtocolError) -> ProtocolError:
+        """h11's error as the status llhttp's handler gives the same input."""
+        status = exc.error_status_hint
+        if self._in_head:
+            if status == 501:
+                # h11 answers any Transfer-Encoding but one "chunked" with 501, before
+                # the rest of the head's grammar, which llhttp checks first.
+                head = self._raw_head()
+                return lax_head_error(head) or transfer_coding_error(bytes(head))
+            if status == 431 and b"\n" not in self._head:
+                # Still in the request line: its target is what is too long.
+                return ProtocolError("request target too long", 414)
+        elif status == 501:
+            return ProtocolError("bad Transfer-Encoding in trailers", 400)
+        return ProtocolError(str(exc), status)
+
+    def _raw_head(self) -> bytearray:
+        """The received bytes up to the end of the head, or all of them if it has not ended."""
+        head = self._head
+        end = _BLANK_LINE.search(head)
+        return head[: end.end()] if end else head
+
     def _request_received(self, event: h11.Request) -> RequestReceived:
+        error = lax_head_error(self._raw_head())
+        if error is not None:
+            raise error
+        self._head = bytearray()
+        self._in_head = False
         # raw_items() is a plain list; iterating h11's Headers builds a tuple per item.
         headers = tuple([(name.lower(), value) for name, value in event.headers.raw_items()])
         content_length: int | None = None
         chunked = False
+        host: bytes | None = None
         for name, value in headers:
-            # h11 has already merged repeated Content-Length fields and refused
-            # any Transfer-Encoding but one "chunked".
+            # h11 has already refused conflicting Content-Length fields (and
+            # lax_head_error repeated ones) and any Transfer-Encoding but one "chunked".
             if name == b"content-length":
                 content_length = int(value)
             elif name == b"transfer-encoding":
                 chunked = True
+            elif name == b"host":
+                host = value
         http_version = check_request_head(
             event.method,
             event.target,
@@ -119,7 +200,9 @@ class H1Protocol:
             content_length=content_length,
             chunked=chunked,
             max_head_size=self._max_head_size,
+            max_target_length=self._max_target_length,
             limit_request_body=self._body.limit,
+            host=host,
         )
         self._head_request = event.method == b"HEAD"
         self._body.received = 0
@@ -212,7 +295,11 @@ class H1Protocol:
             raise LocalProtocolError(str(exc)) from None
 
     def start_new_cycle(self) -> None:
-        self._conn.start_next_cycle()
+        conn = self._conn
+        conn.start_next_cycle()
+        # A pipelined head h11 has buffered begins the next request.
+        self._head = bytearray(conn.trailing_data[0])
+        self._in_head = True
 
     def upgrade(self, headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bytes]:
         """Send ``101 Switching Protocols``; return its bytes and the bytes after the request."""

@@ -30,6 +30,32 @@ _LINE_END = re.compile(rb"\r?\n")
 _BLANK_LINE = re.compile(rb"\n\r?\n")
 _FOLD = re.compile(rb"[ \t]+")
 _CONTENT_LENGTH_MAX_DIGITS = 20
+#: Lengths are 64-bit in llhttp, which refuses more, so a Content-Length or chunk
+#: size this large is a framing error for both handlers, not a wait for data.
+CHUNK_SIZE_LIMIT = 2**64
+#: The longest request-target accepted before answering 414 unless told otherwise
+#: (``--limit-request-target``; RFC 9112 §3: servers ought to take at least 8000
+#: octets; 8190 is the limit other servers use).
+MAX_TARGET_LENGTH = 8190
+#: The start of a request-target in origin-form or asterisk-form (``/``, ``*``) or
+#: absolute-form (RFC 9112 §3.2), as llhttp reads it: a scheme of letters, ``://``
+#: and an authority of the characters llhttp allows there, then ``/``, ``?`` or the
+#: end. Authority-form is CONNECT's alone, answered 405 before this is checked.
+_TARGET_START = re.compile(rb"[/*]|[A-Za-z]+://[-!$%&'()*+,.0-9:;=@A-Z\[\]_a-z~]*(?:[/?]|\Z)")
+#: ``uri-host [ ":" port ]`` (RFC 9110 §7.2, RFC 3986 §3.2.2): an IP-literal in
+#: brackets (IPv6 loosely: hex digits, colons, dots; or IPvFuture), or a reg-name
+#: of unreserved, sub-delims and percent-encoded octets. Empty is allowed: a
+#: request-target without an authority is sent with an empty Host (RFC 9112 §3.2).
+_HOST = re.compile(
+    rb"(?:\[[0-9A-Fa-f:.]+\]|\[[vV][0-9A-Fa-f]+\.[-A-Za-z0-9._~!$&'()*+,;=:]+\]"
+    rb"|(?:[-A-Za-z0-9._~!$&'()*+,;=]|%[0-9A-Fa-f]{2})*)(?::[0-9]*)?"
+)
+#: Control characters other than HTAB, CR and LF (RFC 9110 §5.5), which llhttp
+#: refuses in a request head and h11 tolerates in field values.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+#: The framing fields' lines, to count them and read their raw values.
+_FRAMING_LINE = re.compile(rb"\n(content-length|transfer-encoding)[ \t]*:([^\r\n]*)", re.IGNORECASE)
+_TRANSFER_ENCODING_LINE = re.compile(rb"\ntransfer-encoding[ \t]*:([^\r\n]*)", re.IGNORECASE)
 _FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
 #: ``name: value`` lines of response fields already validated, keyed by the
@@ -57,7 +83,9 @@ def check_request_head(
     chunked: bool,
     max_head_size: int,
     limit_request_body: int | None,
+    max_target_length: int = MAX_TARGET_LENGTH,
     raw_size: int | None = None,
+    host: bytes | None = None,
 ) -> str:
     """Apply Palfrey's checks on a request head the parser accepted; return the scope version.
 
@@ -67,14 +95,29 @@ def check_request_head(
     since each parser already knows and a second scan would cost every request.
     ``raw_size`` is the head's size on the wire when known: the size measured
     here is at most that plus one byte per field, so below the limit it is skipped.
+    ``host`` is the Host field's value; the parsers have already required exactly
+    one in HTTP/1.1 and at most one in HTTP/1.0 (RFC 9112 §3.2).
+
+    A request in absolute-form still needs a valid Host, since a client must send
+    one (RFC 9112 §3.2), but the two are not compared: RFC 9112 §3.2.2 has the
+    server ignore Host and use the target's authority, so a mismatch changes
+    nothing the server does.
     """
     if method == b"CONNECT":
         # RFC 9110 §9.3.6: an origin server need not support tunnelling.
         raise ProtocolError("CONNECT is not supported", 405)
     if not target.isascii():
         raise ProtocolError("request target is not ASCII", 400)
+    if _TARGET_START.match(target) is None:
+        # h11 takes any visible characters; llhttp (and RFC 9112 §3.2) only these forms.
+        raise ProtocolError("invalid request target", 400)
     if not http_version.startswith("1."):
         raise ProtocolError("HTTP version not supported", 505)
+    if len(target) > max_target_length:
+        raise ProtocolError("request target too long", 414)
+    if host is not None and _HOST.fullmatch(host) is None:
+        # RFC 9112 §3.2: a Host that is not uri-host [":" port] is answered 400.
+        raise ProtocolError("invalid Host header", 400)
     # h11 only limits a head that is still incomplete; one that arrives in a
     # single read is measured here (request line, fields, CRLFs).
     if raw_size is None or raw_size + len(headers) > max_head_size:
@@ -82,7 +125,12 @@ def check_request_head(
         size += sum(len(name) + len(value) + 4 for name, value in headers)
         if size > max_head_size:
             raise ProtocolError("request head too large", 431)
+    if chunked and http_version == "1.0":
+        # RFC 9112 §6.1: Transfer-Encoding in HTTP/1.0 means the framing is faulty.
+        raise ProtocolError("Transfer-Encoding in an HTTP/1.0 request", 400)
     if content_length is not None:
+        if content_length >= CHUNK_SIZE_LIMIT:
+            raise ProtocolError("bad Content-Length", 400)
         if limit_request_body is not None and content_length > limit_request_body:
             raise ProtocolError("request body too large", 413)
         if chunked:
@@ -90,6 +138,58 @@ def check_request_head(
             raise ProtocolError("both Content-Length and Transfer-Encoding", 400)
     # RFC 9112 §2.3: a higher 1.x minor version is processed as 1.1.
     return "1.0" if http_version == "1.0" else "1.1"
+
+
+def lax_head_error(head: bytes | bytearray) -> PeerError | None:
+    """What h11 accepts in a complete request head but llhttp refuses, as llhttp's 400.
+
+    Each of these lets two parsers disagree about where a field or message ends
+    (request smuggling), so both handlers refuse them: llhttp does already and
+    :class:`~palfrey.protocols.h11.H1Protocol` calls this on the raw head, since
+    h11 unfolds lines, accepts bare LF and merges identical Content-Length fields
+    before anyone sees them. Repeated Content-Length fields (or a list, even of
+    one value) are refused rather than merged, which RFC 9112 §6.3 allows; so is
+    a Transfer-Encoding value with a tab in it, which llhttp refuses.
+    """
+    crlf = head.count(b"\r\n")
+    if head.count(b"\n") != crlf or head.count(b"\r") != crlf:
+        # A bare LF or CR ends a line for one parser and not another (RFC 9112 §2.2).
+        return PeerError("bare LF or CR in request head")
+    if b"\n " in head or b"\n\t" in head:
+        return PeerError("obsolete line folding in request head")  # RFC 9112 §5.2
+    if _CONTROL.search(head) is not None:
+        return PeerError("control character in request head")
+    lengths = 0
+    for name, value in _FRAMING_LINE.findall(head):
+        if name[0] in b"cC":
+            lengths += 1
+            if lengths > 1 or b"," in value:
+                return PeerError("repeated Content-Length")
+        elif b"\t" in value:
+            return PeerError("tab in Transfer-Encoding")
+    return None
+
+
+def transfer_coding_error(head: bytes) -> PeerError:
+    """The answer to a request head whose Transfer-Encoding is not one ``chunked``.
+
+    RFC 9112 §6.3: when chunked is not the final coding (``identity``,
+    ``xchunked``, ``chunked, identity``) the body length cannot be known: 400
+    and close. Chunked twice (two fields or a list) is forbidden to senders
+    (§6.1), so also 400. Only an unknown coding under a final chunked (``gzip,
+    chunked``) gets 501 (§6.1); a lone ``chunked`` the parsers still refused
+    (``chunked,``) is 400. Both parsers refuse before giving us a value, so
+    the codings are read from the raw head; this runs only on that error path.
+    """
+    codings = [
+        coding
+        for name, value in _FRAMING_LINE.findall(head)
+        if name[0] in b"tT"
+        for coding in comma_tokens(value)
+    ]
+    if len(codings) > 1 and codings[-1] == b"chunked" and codings.count(b"chunked") == 1:
+        return PeerError("unsupported transfer coding", 501)
+    return PeerError("chunked is not the final transfer coding, or is repeated")
 
 
 class BodyCounter:
@@ -167,6 +267,8 @@ class ChunkedDecoder:
                     raise PeerError(f"illegal chunk header: {buf[pos : line_end + 2]!r}")
                 pos = line_end + 2
                 self._left = int(match[1], 16)
+                if self._left >= CHUNK_SIZE_LIMIT:
+                    raise PeerError("chunk size too large")
                 if self._left == 0:
                     self._trailer = True
                     continue
@@ -223,7 +325,8 @@ def _check_trailers(lines: list[bytes]) -> None:
             seen_length = length
         elif name == b"transfer-encoding":
             if seen_encoding or value.lower() != b"chunked":
-                raise PeerError("Only Transfer-Encoding: chunked is supported", 501)
+                # A trailer cannot change the framing it ends (RFC 9110 §6.5.1).
+                raise PeerError("bad Transfer-Encoding in trailers")
             seen_encoding = True
 
 

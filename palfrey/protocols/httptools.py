@@ -14,11 +14,13 @@ rule) and reads the body by ``Content-Length`` or its own chunked decoder. Bytes
 after the current request stay buffered until :meth:`start_new_cycle`, so a
 pipelining client can never make it parse more than one request ahead.
 
-Deliberate differences from H1Protocol, all on input no conforming client sends,
-all answered 400: methods llhttp does not know, obsolete line folding, bare LF
-line endings, control characters in field values, a repeated ``Content-Length``
-(even with the same value) and a repeated ``Transfer-Encoding`` (h11: 501).
-tests/test_httptools_protocol.py holds both handlers to the same transcripts.
+The one deliberate difference from H1Protocol, on input no conforming client
+sends: methods llhttp does not know are answered 400. What else llhttp refuses
+and h11 tolerates (obsolete line folding, bare LF line endings, control
+characters in field values, a repeated ``Content-Length``) H1Protocol refuses
+too (:func:`~palfrey.protocols.h1_wire.lax_head_error`).
+tests/test_httptools_protocol.py and tests/test_http11_edges.py hold both
+handlers to the same transcripts.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from palfrey.protocols.events import (
 from palfrey.protocols.h1_wire import (
     CHUNKED,
     LENGTH,
+    MAX_TARGET_LENGTH,
     BodyCounter,
     ChunkedDecoder,
     PeerError,
@@ -43,7 +46,9 @@ from palfrey.protocols.h1_wire import (
     check_request_head,
     comma_tokens,
     informational_head,
+    lax_head_error,
     trailer_section,
+    transfer_coding_error,
 )
 
 # One side's state, named after h11's states so the two handlers read alike.
@@ -86,6 +91,7 @@ class _Head:
         "error",
         "expect",
         "fields",
+        "host",
         "hosts",
         "upgrade",
         "url",
@@ -98,6 +104,7 @@ class _Head:
         self.url = b""
         self.fields: list[tuple[bytes, bytes]] = []
         self.hosts = 0
+        self.host: bytes | None = None
         self.content_length: int | None = None
         self.chunked = False
         self.close = False
@@ -129,14 +136,16 @@ class _Head:
     def _special(self, name: bytes, value: bytes) -> bytes:
         if name == b"host":
             self.hosts += 1
+            self.host = value
         elif name == b"content-length":
             self.content_length = int(value)
         elif name == b"transfer-encoding":
-            # h11: one Transfer-Encoding, and only "chunked"; anything else is 501,
-            # but only once the whole head has passed the grammar (so not raised here).
+            # One Transfer-Encoding, and only "chunked"; anything else is answered
+            # by transfer_coding_error, but only once the whole head has passed
+            # the grammar (so not raised here).
             value = value.lower()
             if (self.chunked or value != b"chunked") and self.error is None:
-                self.error = PeerError("Only Transfer-Encoding: chunked is supported", 501)
+                self.error = PeerError("unsupported Transfer-Encoding", 501)
             self.chunked = True
         elif name == b"connection":
             self.close = self.close or b"close" in comma_tokens(value)
@@ -181,6 +190,7 @@ class H1HttpToolsProtocol:
         "_eof",
         "_keep_alive",
         "_max_incomplete",
+        "_max_target_length",
         "_request_method",
         "_scan",
         "_server",
@@ -196,8 +206,10 @@ class H1HttpToolsProtocol:
         *,
         max_incomplete_event_size: int = 16 * 1024,
         limit_request_body: int | None = None,
+        max_target_length: int = MAX_TARGET_LENGTH,
     ) -> None:
         self._max_incomplete = max_incomplete_event_size
+        self._max_target_length = max_target_length
         self._body = BodyCounter(limit_request_body)
         self._buf = b""
         self._scan = 0
@@ -278,6 +290,9 @@ class H1HttpToolsProtocol:
 
     def _need_data(self) -> None:
         if len(self._buf) > self._max_incomplete:
+            if self._client == IDLE and b"\n" not in self._buf:
+                # Still in the request line: its target is what is too long.
+                raise PeerError("request target too long", 414)
             raise PeerError("Receive buffer too long", 431)
         if self._eof:
             raise PeerError("peer unexpectedly closed connection")
@@ -321,7 +336,7 @@ class H1HttpToolsProtocol:
             message = str(exc)
             if "Transfer-Encoding" not in message or "Content-Length" in message:
                 raise PeerError(message) from None
-            # llhttp's own Transfer-Encoding rules: h11 refuses the same heads with 501.
+            # llhttp's own Transfer-Encoding rules: answered by transfer_coding_error.
             head.error = head.error or PeerError(message, 501)
         version = parser.get_http_version()
         method = parser.get_method()
@@ -336,6 +351,8 @@ class H1HttpToolsProtocol:
         ):
             raise PeerError("illegal request line")
         if head.error is not None:
+            if head.error.status_code == 501:
+                raise lax_head_error(buf) or transfer_coding_error(buf)
             raise head.error
         if not head.done:
             raise PeerError("malformed request head")
@@ -353,8 +370,10 @@ class H1HttpToolsProtocol:
             content_length=head.content_length,
             chunked=head.chunked,
             max_head_size=self._max_incomplete,
+            max_target_length=self._max_target_length,
             limit_request_body=body.limit,
             raw_size=end,
+            host=head.host,
         )
 
         self._client = SEND_BODY

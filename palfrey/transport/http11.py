@@ -38,6 +38,7 @@ from palfrey.protocols.events import (
     RequestReceived,
 )
 from palfrey.protocols.status import reason_phrase, render_simple_response
+from palfrey.transport.rejections import REJECTIONS
 from palfrey.transport.state import FIRST_REQUEST_GRACE
 from palfrey.transport.streams import serve_request
 
@@ -467,6 +468,7 @@ class H1Connection:
     ) -> None:
         """Answer a request the app never saw (bad input, overload, timeout) and stop."""
         logger.debug("Answering %d: %s", status, detail)
+        REJECTIONS.record(status, self.client, detail)
         if not self.writable:
             return
         self.state.count_server_response(status)
