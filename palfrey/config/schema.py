@@ -351,6 +351,14 @@ class Config:
         validator=_at_least(1024),
         group="protocol",
     )
+    limit_request_target: int = _option(
+        8190,
+        "Longest HTTP/1.1 request-target (path and query) in bytes, apart from the head"
+        " size; longer ones get 414.",
+        kind="int",
+        validator=_at_least(256),
+        group="protocol",
+    )
     limit_request_body: int | None = _option(
         None,
         "Largest request body in bytes; larger bodies get 413. Off by default.",
@@ -453,6 +461,14 @@ class Config:
     limit_concurrency: int | None = _option(
         None,
         "Most requests served at once; above it new requests get 503.",
+        kind="int",
+        validator=_at_least(1, optional=True),
+        group="limits",
+    )
+    limit_connections: int | None = _option(
+        None,
+        "Most connections open at once; at the cap accepting pauses and new clients"
+        " wait in the listen backlog.",
         kind="int",
         validator=_at_least(1, optional=True),
         group="limits",

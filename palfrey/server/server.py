@@ -8,6 +8,7 @@ cancel what is left, then run lifespan shutdown.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import random
@@ -76,6 +77,12 @@ class Server:
             ),
             max_requests=max_requests,
             metrics=Metrics() if config.metrics_bind is not None else None,
+        )
+        #: ``--limit-connections``: one pool for every listener, so the cap is per process.
+        self._connection_slots = (
+            trio.CapacityLimiter(config.limit_connections)
+            if config.limit_connections is not None
+            else None
         )
         self.forced = False
         #: ``http://host:port`` of the ``--metrics-bind`` listener once it listens.
@@ -229,7 +236,11 @@ class Server:
             async with trio.open_nursery() as accepting:
                 for listener in listeners:
                     accepting.start_soon(
-                        accept_connections, listener, self.state, ssl_context, connections
+                        functools.partial(accept_connections, slots=self._connection_slots),
+                        listener,
+                        self.state,
+                        ssl_context,
+                        connections,
                     )
 
     def _ssl_context(self) -> ssl.SSLContext | None:

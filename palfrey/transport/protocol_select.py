@@ -110,6 +110,7 @@ async def open_connection(
     protocol = h1_protocol_class(http)(
         max_incomplete_event_size=config.h11_max_incomplete_event_size,
         limit_request_body=config.limit_request_body,
+        max_target_length=config.limit_request_target,
     )
     return H1Connection(
         transport,

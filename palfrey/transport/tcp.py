@@ -9,6 +9,7 @@ import socket
 import ssl
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from palfrey.asgi.scope import Address
@@ -37,29 +38,97 @@ async def accept_connections(
     state: ServerState,
     ssl_context: ssl.SSLContext | None,
     nursery: trio.Nursery,
+    *,
+    slots: trio.CapacityLimiter | None = None,
 ) -> None:
     """Start a :func:`handle_connection` task in ``nursery`` for each accepted connection.
 
     Like :func:`trio.serve_listeners`, but the handler alone closes the
     connection, so a closed connection is not closed a second time under
     another cancel scope.
+
+    ``slots`` (``--limit-connections``, shared by every listener) is taken
+    *before* ``accept()`` and given back when the connection's task ends: at
+    the cap, the server stops accepting, and new clients wait in the kernel's
+    listen backlog, costing this process no descriptor, until a connection
+    closes. Accepting and closing at once would still spend a descriptor and
+    a wake-up on every client of a flood, and invite an immediate retry.
     """
+    outage = _AcceptOutage()
     async with listener:
         while True:
+            borrower = object()
+            if slots is not None:
+                await slots.acquire_on_behalf_of(borrower)
             try:
                 stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+            except BaseException as exc:
+                if slots is not None:
+                    slots.release_on_behalf_of(borrower)
+                if not isinstance(exc, OSError) or exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
-                logger.error(
-                    "accept() failed: %s (%s); retrying in %s seconds",
-                    errno.errorcode[exc.errno],
-                    os.strerror(exc.errno),
-                    ACCEPT_RETRY_DELAY,
-                )
+                outage.failed(exc.errno)
                 await trio.sleep(ACCEPT_RETRY_DELAY)
-            else:
+                continue
+            outage.recovered()
+            if slots is None:
                 nursery.start_soon(handle_connection, stream, state, ssl_context)
+            else:
+                nursery.start_soon(_handle_in_slot, stream, state, ssl_context, slots, borrower)
+
+
+@attrs.define(slots=True)
+class _AcceptOutage:
+    """Logs an episode of ``accept()`` running out of descriptors once, not per retry.
+
+    A process out of descriptors fails every retry until a connection closes,
+    ten times a second: one line when it starts and one when accepting works
+    again (with how long it lasted and how many attempts failed) say as much
+    without filling the disk.
+    """
+
+    #: When the current episode began (trio time), None while accept() works.
+    since: float | None = None
+    #: accept() calls that failed in the current episode.
+    failures: int = 0
+
+    def failed(self, code: int) -> None:
+        self.failures += 1
+        if self.since is not None:
+            return
+        self.since = trio.current_time()
+        logger.error(
+            "accept() failed: %s (%s); new connections wait until descriptors free up"
+            " (retrying every %s seconds)",
+            errno.errorcode[code],
+            os.strerror(code),
+            ACCEPT_RETRY_DELAY,
+        )
+
+    def recovered(self) -> None:
+        if self.since is None:
+            return
+        logger.warning(
+            "accept() works again after %.1f seconds (%d failed attempts)",
+            trio.current_time() - self.since,
+            self.failures,
+        )
+        self.since = None
+        self.failures = 0
+
+
+async def _handle_in_slot(
+    stream: SocketStream,
+    state: ServerState,
+    ssl_context: ssl.SSLContext | None,
+    slots: trio.CapacityLimiter,
+    borrower: object,
+) -> None:
+    """:func:`handle_connection`, then give its ``--limit-connections`` slot back."""
+    try:
+        await handle_connection(stream, state, ssl_context)
+    finally:
+        slots.release_on_behalf_of(borrower)
 
 
 async def handle_connection(
