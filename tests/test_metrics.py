@@ -7,6 +7,7 @@ format mistake fails here before it fails a real Prometheus.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import signal
@@ -236,6 +237,18 @@ async def test_http11_traffic_is_counted() -> None:
     )
     assert value(samples, "palfrey_connections_total") == 1
     assert value(samples, "palfrey_connections_open", **http11) == 0
+
+
+async def test_a_head_response_counts_no_body_bytes(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="palfrey.access"):
+        async with metrics_server(app, lifespan="off") as (server, addresses):
+            async with httpx.AsyncClient() as client:
+                response = await client.head(addresses[0] + "/")
+            samples = await scrape(server)
+    assert response.status_code == 200
+    assert value(samples, "palfrey_response_body_bytes_total", protocol="http/1.1") == 0
+    [line] = [r.getMessage() for r in caplog.records if r.name == "palfrey.access"]
+    assert '"HEAD / HTTP/1.1" 200 0 ' in line, line
 
 
 async def test_palfreys_own_answers_and_timeouts_are_counted() -> None:

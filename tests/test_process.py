@@ -127,7 +127,7 @@ def test_second_sigint_forces_exit() -> None:
         process.send_signal(signal.SIGINT)
         status, output = finish(process, lines)
     assert "Second interrupt" in output
-    assert status == 0
+    assert status == 130
 
 
 def test_failed_startup_exits_3_without_serving() -> None:

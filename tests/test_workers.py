@@ -359,6 +359,22 @@ def test_signal_to_the_whole_process_group(signum: signal.Signals, in_flight: bo
         assert status == 0, output
 
 
+def test_second_sigint_forces_the_workers_and_exits_130() -> None:
+    with palfrey_process(
+        "process_apps:stuck", "--workers", "2", "--timeout-graceful-shutdown", "60"
+    ) as server:
+        client, _ = request_in_thread(server.url)
+        time.sleep(0.3)
+        server.signal(signal.SIGINT)
+        # Both workers heard the graceful request first (a person's second Ctrl+C
+        # comes later than the few milliseconds this takes).
+        server.wait_for(r"Received SIGTERM; shutting down gracefully", count=2)
+        server.signal(signal.SIGINT)
+        assert server.wait_exit() == 130, server.output
+        client.join(REQUEST_TIMEOUT)
+    assert "Second interrupt" in server.output
+
+
 def test_failed_lifespan_startup_exits_3() -> None:
     with palfrey_process("process_apps:failing_startup", "--workers", "2", started=False) as server:
         started = time.monotonic()

@@ -150,6 +150,8 @@ class HTTPCycle:
     _headers: list[tuple[bytes, bytes]] = attrs.Factory(list)
     _body_complete: bool = False
     #: The app said ``"trailers": True``: the response ends with its trailers message.
+    #: The request is HEAD: body messages are checked but never sent or counted.
+    _head_request: bool = False
     _trailers_declared: bool = False
     #: ...and they go on the wire: the extension was offered and the response has content.
     _trailers_on_wire: bool = False
@@ -291,8 +293,9 @@ class HTTPCycle:
             self.status = status
             self._headers = self.defaults.merge(headers)
             declared = _declared_length(headers)
+            self._head_request = self.scope.get("method") == "HEAD"
             # A HEAD response and a 304 describe a body they don't carry (RFC 9110 §8.6).
-            if status != 304 and self.scope.get("method") != "HEAD":
+            if status != 304 and not self._head_request:
                 self._declared_length = declared
             if trailers:
                 self._trailers_declared = True
@@ -356,7 +359,9 @@ class HTTPCycle:
         except BaseException:
             self.write_interrupted = True
             raise
-        self.bytes_sent += len(body)
+        if not self._head_request:
+            # A HEAD response's body never reaches the wire: nothing is counted as sent.
+            self.bytes_sent += len(body)
         if end:
             self.response_complete = True
             if self._wait_scope is not None:

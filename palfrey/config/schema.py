@@ -17,6 +17,8 @@ from typing import Any
 import attrs
 
 from palfrey.config.binds import TCPAddress, parse_bind
+from palfrey.config.env_file import load_env_file
+from palfrey.config.errors import ConfigError
 from palfrey.observability.access_format import compile_format
 from palfrey.protocols.fields import is_field_value, is_token, split_host_port
 
@@ -150,6 +152,19 @@ def _access_log_format(_instance: Any, attribute: attrs.Attribute[Any], value: A
         raise ValueError(f"{attribute.name}: {exc}") from None
 
 
+def _env_file(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+    """Read (not yet apply) the file, so a missing or malformed one is a configuration
+    error before anything starts, not an import failure in every worker."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise TypeError(f"{attribute.name} must be a path, got {value!r}")
+    try:
+        load_env_file(value)
+    except ConfigError as exc:
+        raise ValueError(f"{attribute.name} {exc}") from None
+
+
 def _existing_file(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is None:
         return
@@ -230,6 +245,7 @@ class Config:
         None,
         "A .env file whose variables are loaded into the environment before the app is imported.",
         kind="path",
+        validator=_env_file,
         group="application",
     )
     loop: str = _option(

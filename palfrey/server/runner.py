@@ -30,6 +30,8 @@ logger = logging.getLogger("palfrey.error")
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_STARTUP_FAILED = 3
+#: A second Ctrl+C cut the graceful shutdown short: 128 + SIGINT, as a shell reports it.
+EXIT_FORCED = 130
 
 
 def run_config(config: Config) -> int:
@@ -72,7 +74,7 @@ def serve_process(
     except ServeError as exc:
         logger.error("%s", exc)
         return EXIT_ERROR
-    return EXIT_OK
+    return EXIT_FORCED if server.forced else EXIT_OK
 
 
 async def _serve_with_signals(server: Server) -> None:

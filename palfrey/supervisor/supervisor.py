@@ -26,6 +26,7 @@ from palfrey.config.schema import Config
 from palfrey.server.logging import configure_logging
 from palfrey.server.metrics_endpoint import serve_metrics
 from palfrey.server.pidfile import pid_file
+from palfrey.server.runner import EXIT_FORCED
 from palfrey.server.server import log_banner
 from palfrey.supervisor.control import encode_config
 from palfrey.supervisor.memory import resident_mib
@@ -402,6 +403,7 @@ class Supervisor:
                 if signum in (signal.SIGINT, signal.SIGTERM):
                     if self.stopping and signum == signal.SIGINT:
                         logger.warning("Second interrupt: stopping the workers without waiting")
+                        self.exit_status = EXIT_FORCED
                         for worker in list(self.workers):
                             worker.interrupt()
                         continue

@@ -130,7 +130,14 @@ class TestLoadApp:
         assert load_app(config) == ("from-file", "already-set")
 
     def test_missing_env_file(self, tmp_path):
-        config = Config(app="x:y", env_file=str(tmp_path / "missing.env"))
+        with pytest.raises(ValueError, match=r"env file .* not found"):
+            Config(app="x:y", env_file=str(tmp_path / "missing.env"))
+
+    def test_env_file_gone_by_import_time(self, tmp_path):
+        env = tmp_path / "app.env"
+        env.write_text("A=1\n")
+        config = Config(app="x:y", env_file=str(env))
+        env.unlink()
         with pytest.raises(ConfigError, match=r"env file .* not found"):
             load_app(config)
 

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from palfrey.config import ConfigError
@@ -82,3 +85,20 @@ def test_apply_does_not_override():
     applied = apply_env({"A": "file", "B": "file"}, environ)
     assert environ == {"A": "already", "B": "file"}
     assert applied == {"B": "file"}
+
+
+@pytest.mark.parametrize("content", [None, 'A="unterminated\n'])
+def test_a_bad_env_file_is_a_configuration_error_exit_2(tmp_path, content):
+    path = tmp_path / "app.env"
+    if content is not None:
+        path.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "palfrey", "--env-file", str(path), "palfrey.demo:app"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 2, result
+    assert result.stderr.startswith("palfrey: error: --env-file: "), result.stderr
+    assert "Traceback" not in result.stderr
