@@ -118,6 +118,8 @@ class H1Protocol:
     def next_events(self) -> list[ProtocolEvent]:
         events: list[ProtocolEvent] = []
         conn = self._conn
+        if conn.their_state is h11.MUST_CLOSE:
+            return self._ignore_after_close(events)
         while True:
             try:
                 event = conn.next_event()
@@ -134,6 +136,8 @@ class H1Protocol:
                     events[-1] = BodyReceived(events[-1].data, False)
                 else:
                     events.append(_EMPTY_END)
+                if conn.their_state is h11.MUST_CLOSE:
+                    return self._ignore_after_close(events)
             elif kind is h11.Data:
                 if self._body_length is None:
                     _check_chunk_size(conn)
@@ -149,6 +153,14 @@ class H1Protocol:
                 if self._body_length is None and conn.their_state is h11.SEND_BODY:
                     _check_chunk_size(conn)
                 return events
+
+    def _ignore_after_close(self, events: list[ProtocolEvent]) -> list[ProtocolEvent]:
+        """The request said ``connection: close`` (or was HTTP/1.0): RFC 9112 §9.6 has the
+        server answer it and process nothing further, so bytes after it are not parsed
+        (h11 would call them an error); only the client's close is still reported."""
+        if self._conn.trailing_data[1]:
+            events.append(ConnectionClosed("peer closed the connection"))
+        return events
 
     def _peer_error(self, exc: h11.RemoteProtocolError) -> ProtocolError:
         """h11's error as the status llhttp's handler gives the same input."""

@@ -277,7 +277,13 @@ class H1HttpToolsProtocol:
                 if self._eof and not self._buf:
                     self._peer_closed(events)
                 return
-            elif state in (MUST_CLOSE, CLOSED):
+            elif state == MUST_CLOSE:
+                # Bytes after a request that said ``connection: close`` are not processed
+                # (RFC 9112 §9.6): the request is answered, then the connection closes.
+                if self._eof:
+                    self._peer_closed(events)
+                return
+            elif state == CLOSED:
                 if self._buf:
                     raise PeerError("Got data when expecting EOF")
                 if self._eof:
