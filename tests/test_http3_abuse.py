@@ -332,3 +332,17 @@ async def test_a_connection_queues_a_bounded_number_of_datagrams(monkeypatch, ce
                 assert len(connection._queue) == quic.MAX_QUEUED_DATAGRAMS
                 response = await client.request("GET", "/after")
     assert response.status == 200
+
+
+async def test_h3_concurrent_streams_are_bounded_by_the_h2_limit(monkeypatch, certificate) -> None:
+    """``--h2-max-concurrent-streams`` is also HTTP/3's ``initial_max_streams_bidi``: the
+    client learns it in the handshake, and QUIC keeps it from opening more at once."""
+    with trio.fail_after(15):
+        async with serve_h3(monkeypatch, certificate, h2_max_concurrent_streams=7) as (
+            _,
+            _endpoint,
+            port,
+        ):
+            async with h3_client(port) as client:
+                assert (await client.request("GET", "/in")).status == 200
+                assert client.quic._remote_max_streams_bidi == 7

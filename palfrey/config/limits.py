@@ -201,11 +201,14 @@ LIMITS: tuple[Limit, ...] = (
     ),
     # HTTP/2.
     Limit(
-        "HTTP/2 streams open at once per connection",
-        "`RST_STREAM REFUSED_STREAM` on the extra stream; the connection goes on",
+        "HTTP/2 and HTTP/3 streams open at once per connection",
+        "HTTP/2: `RST_STREAM REFUSED_STREAM` on the extra stream, the connection goes on;"
+        " HTTP/3: the client cannot open more (QUIC `initial_max_streams_bidi`, raised"
+        " again as streams finish)",
         (
             "tests/test_h2_protocol.py::test_streams_over_limit_before_settings_ack_refused",
             "tests/test_http2_flow.py::test_streams_over_max_concurrent_streams_are_refused",
+            "tests/test_http3_abuse.py::test_h3_concurrent_streams_are_bounded_by_the_h2_limit",
         ),
         option="h2_max_concurrent_streams",
     ),

@@ -324,7 +324,8 @@ class Config:
     )
     h2_max_concurrent_streams: int = _option(
         100,
-        "HTTP/2 streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS).",
+        "HTTP/2 streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS);"
+        " also the HTTP/3 request streams (initial_max_streams_bidi).",
         kind="int",
         validator=_at_least(1),
         group="protocol",

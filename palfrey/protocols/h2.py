@@ -499,4 +499,3 @@ def _carries_nothing(event: h2.events.Event) -> bool:
     if kind is h2.events.WindowUpdated:
         return event.delta < TINY_WINDOW_INCREMENT
     return False
-

@@ -112,8 +112,11 @@ class _ConsumptionQuic(QuicConnection):
     count hidden (set to zero for the call), so aioquic only writes the frame.
     """
 
-    def __init__(self, *args: Any, stream_window: int, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, stream_window: int, max_streams: int, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        # aioquic's initial_max_streams_bidi (128), which it raises as streams finish:
+        # the number of request streams a client may have open at once.
+        self._local_max_streams_bidi.value = max_streams
         self.stream_window = stream_window
         self.connection_window = CONNECTION_WINDOWS * stream_window
         #: Body bytes of open request streams handed out and not yet consumed.
@@ -199,6 +202,7 @@ class H3Protocol:
         original_destination_connection_id: bytes,
         max_header_list_size: int = 65536,
         stream_window: int = STREAM_WINDOW,
+        max_concurrent_streams: int = 100,
     ) -> None:
         # The windows the peer is first given must be the ones kept up afterwards.
         configuration.max_stream_data = stream_window
@@ -207,6 +211,7 @@ class H3Protocol:
             configuration=configuration,
             original_destination_connection_id=original_destination_connection_id,
             stream_window=stream_window,
+            max_streams=max_concurrent_streams,
         )
         self._h3 = _StreamErrorH3(self._quic)
         self._header_list_limit = max_header_list_size

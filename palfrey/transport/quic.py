@@ -268,6 +268,7 @@ class QuicEndpoint:
             self.configuration,
             original_destination_connection_id=original_cid,
             max_header_list_size=self.state.config.h2_max_header_list_size,
+            max_concurrent_streams=self.state.config.h2_max_concurrent_streams,
             stream_window=self.state.config.h3_receive_window,
         )
         connection = QuicConnectionTask(self, protocol, self.state, (str(addr[0]), int(addr[1])))
