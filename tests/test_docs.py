@@ -46,7 +46,7 @@ KIND_WORDS = {
 #: Flags of other tools (pip, pytest, curl) that the docs may quote.
 FOREIGN_FLAGS = {"--no-cache-dir", "--upgrade", "--http2", "--http2-prior-knowledge"}
 #: Environment variables that are not options: the config file's, and the test suite's.
-TEST_VARIABLES = {"PALFREY_CONFIG", "PALFREY_H2SPEC"}
+TEST_VARIABLES = {"PALFREY_CONFIG", "PALFREY_H2SPEC", "PALFREY_WSTEST", "PALFREY_FUZZ_EXAMPLES"}
 #: Misspelt flags the configuration page shows being rejected.
 EXAMPLE_TYPOS = {"--prot", "--time"}
 
