@@ -25,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import palfrey
+from palfrey.protocols import h1_wire
 from palfrey.protocols.events import (
     BodyReceived,
     ConnectionClosed,
@@ -340,6 +341,18 @@ async def test_limit_request_target_sets_the_414_bound(serve: Any) -> None:
             await client.send(request(target="/" + "a" * 300))
             assert (await client.read_response()).status == 414
             await client.assert_closed()
+
+
+@pytest.mark.parametrize("cls", [H1Protocol, H1HttpToolsProtocol])
+def test_valid_hosts_are_remembered_within_a_bound(cls: type) -> None:
+    for n in range(h1_wire._VALID_HOSTS_SIZE + 50):
+        protocol = cls()
+        events = protocol.receive_data(f"GET / HTTP/1.1\r\nHost: h{n}.test\r\n\r\n".encode())
+        assert type(events[0]) is RequestReceived
+        assert len(h1_wire._VALID_HOSTS) <= h1_wire._VALID_HOSTS_SIZE
+    with pytest.raises(ProtocolError):
+        cls().receive_data(b"GET / HTTP/1.1\r\nHost: bad host\r\n\r\n")
+    assert b"bad host" not in h1_wire._VALID_HOSTS
 
 
 def test_the_default_target_limit_is_the_handlers_own() -> None:

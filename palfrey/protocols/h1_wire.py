@@ -52,6 +52,11 @@ _HOST = re.compile(
 )
 #: Control characters other than HTAB, CR and LF (RFC 9110 §5.5), which llhttp
 #: refuses in a request head and h11 tolerates in field values.
+#: Host values already found valid: a server sees the same few on every request, and
+#: the grammar check costs more than the rest of the head checks together.
+_VALID_HOSTS: set[bytes] = set()
+#: Remembered before the set is emptied (bounds memory whatever clients send).
+_VALID_HOSTS_SIZE = 256
 _CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 #: The framing fields' lines, to count them and read their raw values.
 _FRAMING_LINE = re.compile(rb"\n(content-length|transfer-encoding)[ \t]*:([^\r\n]*)", re.IGNORECASE)
@@ -115,9 +120,13 @@ def check_request_head(
         raise ProtocolError("HTTP version not supported", 505)
     if len(target) > max_target_length:
         raise ProtocolError("request target too long", 414)
-    if host is not None and _HOST.fullmatch(host) is None:
-        # RFC 9112 §3.2: a Host that is not uri-host [":" port] is answered 400.
-        raise ProtocolError("invalid Host header", 400)
+    if host is not None and host not in _VALID_HOSTS:
+        if _HOST.fullmatch(host) is None:
+            # RFC 9112 §3.2: a Host that is not uri-host [":" port] is answered 400.
+            raise ProtocolError("invalid Host header", 400)
+        if len(_VALID_HOSTS) >= _VALID_HOSTS_SIZE:
+            _VALID_HOSTS.clear()
+        _VALID_HOSTS.add(host)
     # h11 only limits a head that is still incomplete; one that arrives in a
     # single read is measured here (request line, fields, CRLFs).
     if raw_size is None or raw_size + len(headers) > max_head_size:
