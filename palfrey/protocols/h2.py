@@ -236,6 +236,8 @@ class H2Protocol:
             else:
                 # A stream this side already finished: nobody will consume it.
                 self._conn.acknowledge_received_data(event.flow_controlled_length, stream_id)
+            if not event.flow_controlled_length and event.stream_ended is None:
+                events.append(ControlReceived())  # an empty DATA frame: a flood's unit
         elif kind is h2.events.RequestReceived:
             self._request(event.stream_id, event.headers, events)
         elif kind is h2.events.StreamEnded:
@@ -248,6 +250,8 @@ class H2Protocol:
                 events.append(StreamReset(stream_id, int(event.error_code or 0), True))
         elif kind is h2.events.WindowUpdated:
             events.append(WindowUpdated(event.stream_id))
+            if event.delta < TINY_WINDOW_INCREMENT:
+                events.append(ControlReceived())
         elif kind is h2.events.RemoteSettingsChanged:
             if h2.settings.SettingCodes.INITIAL_WINDOW_SIZE in event.changed_settings:
                 events.append(WindowUpdated(0))
@@ -268,7 +272,7 @@ class H2Protocol:
         elif kind is h2.events.PingAckReceived and event.ping_data == GOAWAY_PING:
             # Every request the peer sent before this PING has been seen.
             self.finish_goaway()
-        if kind in _COSTLY_EMPTY_EVENTS or _carries_nothing(event):
+        if kind in _COSTLY_EMPTY_EVENTS:
             events.append(ControlReceived())
 
     def _request(
@@ -482,20 +486,11 @@ def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
 
 
 #: Frames the peer may send at will that cost work and carry nothing for a stream:
-#: counted against the connection's flood budget (CVE-2019-9512, -9513, -9518).
+#: counted against the connection's flood budget (CVE-2019-9512, -9513, -9518), as
+#: are empty DATA frames and tiny WINDOW_UPDATEs (in their own branches).
 _COSTLY_EMPTY_EVENTS = frozenset(
     (h2.events.PingReceived, h2.events.RemoteSettingsChanged, h2.events.PriorityUpdated)
 )
 #: A WINDOW_UPDATE below this opens too little to be how a real client manages its
 #: windows (they grant tens of KiB at a time); a stream of them is a flood.
 TINY_WINDOW_INCREMENT = 1024
-
-
-def _carries_nothing(event: h2.events.Event) -> bool:
-    """An empty DATA frame that does not end its stream, or a tiny WINDOW_UPDATE."""
-    kind = type(event)
-    if kind is h2.events.DataReceived:
-        return event.flow_controlled_length == 0 and event.stream_ended is None
-    if kind is h2.events.WindowUpdated:
-        return event.delta < TINY_WINDOW_INCREMENT
-    return False

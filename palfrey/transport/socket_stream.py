@@ -54,6 +54,9 @@ import errno
 import math
 import os
 import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import TypeVar
 
 import trio
 from trio.lowlevel import (
@@ -63,6 +66,8 @@ from trio.lowlevel import (
     wait_readable,
     wait_writable,
 )
+
+_T = TypeVar("_T")
 
 #: Bytes asked of the kernel per read when the caller does not say.
 DEFAULT_RECEIVE_SIZE = 64 * 1024
@@ -223,22 +228,29 @@ class SocketStream(trio.abc.HalfCloseableStream):
 
     async def _send_rest(self, view: memoryview, sent: int) -> None:
         """The slow path: the kernel's send buffer is full, so wait for room, part by part."""
+        try:
+            await self._under_send_deadline(partial(self._send_when_writable, view, sent))
+        finally:
+            view.release()
+
+    async def _under_send_deadline(
+        self, move: Callable[[trio.CancelScope | None], Awaitable[_T]]
+    ) -> _T:
+        """Run ``move`` as this stream's one sender, under ``send_timeout`` (which ``move``
+        renews as bytes move by pushing the scope's deadline)."""
         self._sending = True
         try:
             timeout = self.send_timeout
             if timeout == math.inf:
-                await self._send_when_writable(view, sent, None)
-                return
+                return await move(None)
             with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-                await self._send_when_writable(view, sent, scope)
-                return
+                return await move(scope)
             # The deadline struck: some of the message may be out, so no other byte
             # may follow it.
             self._send_broken = self._send_refused = True
             raise StreamTimeout(f"no byte could be sent for {self.send_timeout} seconds")
         finally:
             self._sending = False
-            view.release()
 
     async def _send_when_writable(
         self, view: memoryview, sent: int, scope: trio.CancelScope | None
@@ -274,17 +286,7 @@ class SocketStream(trio.abc.HalfCloseableStream):
         await checkpoint_if_cancelled()
         if self.skip_redundant_yields:
             self._yielder = current_task()
-        self._sending = True
-        try:
-            timeout = self.send_timeout
-            if timeout == math.inf:
-                return await self._send_file(fd, offset, count, None)
-            with trio.CancelScope(deadline=trio.current_time() + timeout) as scope:
-                return await self._send_file(fd, offset, count, scope)
-            self._send_broken = self._send_refused = True
-            raise StreamTimeout(f"no byte could be sent for {self.send_timeout} seconds")
-        finally:
-            self._sending = False
+        return await self._under_send_deadline(partial(self._send_file, fd, offset, count))
 
     async def _send_file(
         self, fd: int, offset: int, count: int, scope: trio.CancelScope | None
