@@ -62,6 +62,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
 from apps import app as http_app  # noqa: E402 (after the path insert, for the subprocess too)
+from ws_echo import app as websocket_echo  # noqa: E402
 
 ECHO_BODY = os.urandom(1024)
 PAGE = 4096
@@ -75,18 +76,10 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         return
-    if scope["type"] != "websocket":
+    if scope["type"] == "websocket":
+        await websocket_echo(scope, receive, send)
+    else:
         await http_app(scope, receive, send)
-        return
-    await receive()
-    await send({"type": "websocket.accept"})
-    while True:
-        message = await receive()
-        if message["type"] == "websocket.disconnect":
-            return
-        await send(
-            {"type": "websocket.send", "bytes": message.get("bytes"), "text": message.get("text")}
-        )
 
 
 OBJECTS_PATH = "/_soak/objects"
@@ -106,47 +99,6 @@ def object_counts() -> dict[str, int]:
 
 
 # --------------------------------------------------------------------------- server
-
-
-def make_certificate(directory: Path) -> tuple[Path, Path]:
-    """A self-signed certificate for 127.0.0.1, valid for a day (as ``tests/tls_cert.py``)."""
-    import ipaddress  # noqa: PLC0415 (the server process imports this module too)
-
-    from cryptography import x509  # noqa: PLC0415
-    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
-    from cryptography.x509.oid import NameOID  # noqa: PLC0415
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "palfrey soak")])
-    now = datetime.datetime.now(datetime.timezone.utc)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    certfile, keyfile = directory / "cert.pem", directory / "key.pem"
-    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    keyfile.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return certfile, keyfile
 
 
 def free_port() -> int:
@@ -795,6 +747,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="palfrey-soak-") as tmp:
         directory = Path(tmp)
+        from h3 import make_certificate  # noqa: PLC0415 (not needed by the server process)
+
         certfile, keyfile = make_certificate(directory)
         port = free_port()
         server_command = [
