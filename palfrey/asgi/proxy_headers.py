@@ -255,19 +255,28 @@ class ProxyHeadersMiddleware:
         if scope["type"] in ("http", "websocket") and self.trusted.peer_trusted(
             scope.get("client")
         ):
-            found: dict[bytes, bytes] | None = None
-            for name, value in scope["headers"]:
-                if name in _PROXY_HEADERS:
-                    if found is None:
-                        found = {}
-                    # Repeated header lines are one comma-separated list (RFC 9110 §5.3).
-                    previous = found.get(name)
-                    found[name] = value if previous is None else previous + b"," + value
-            if found is not None:
-                hop = self._hop(found)
-                if hop is not None:
-                    _apply(scope, hop)
+            self.rewrite(scope)
         await self.app(scope, receive, send)
+
+    def rewrite(self, scope: Scope) -> None:
+        """Apply the proxy headers of a request whose peer is already known to be trusted.
+
+        The server calls this directly for HTTP requests, having decided once
+        per connection whether its peer is trusted, instead of running the
+        middleware around the app for every request.
+        """
+        found: dict[bytes, bytes] | None = None
+        for name, value in scope["headers"]:
+            if name in _PROXY_HEADERS:
+                if found is None:
+                    found = {}
+                # Repeated header lines are one comma-separated list (RFC 9110 §5.3).
+                previous = found.get(name)
+                found[name] = value if previous is None else previous + b"," + value
+        if found is not None:
+            hop = self._hop(found)
+            if hop is not None:
+                _apply(scope, hop)
 
     def _hop(self, found: dict[bytes, bytes]) -> _Hop | None:
         forwarded = found.get(_FORWARDED)

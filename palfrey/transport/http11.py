@@ -40,7 +40,7 @@ from palfrey.protocols.events import (
 from palfrey.protocols.status import reason_phrase, render_simple_response
 from palfrey.transport.rejections import REJECTIONS
 from palfrey.transport.state import FIRST_REQUEST_GRACE
-from palfrey.transport.streams import serve_request
+from palfrey.transport.streams import connection_app, serve_request
 
 if TYPE_CHECKING:
     from palfrey.protocols.base import ProtocolHandler
@@ -73,6 +73,7 @@ class H1Connection:
         "_initial_data",
         "_peer_gone",
         "_response_started",
+        "app",
         "client",
         "control",
         "h2c_handler",
@@ -80,6 +81,7 @@ class H1Connection:
         "nursery",
         "pending_error",
         "protocol",
+        "rewrite_proxy_headers",
         "scheme",
         "server",
         "socket_stream",
@@ -122,6 +124,7 @@ class H1Connection:
         self.server = server
         #: The connection's ``tls`` scope extension (TLS only), shared by its requests.
         self.tls = tls
+        self.app, self.rewrite_proxy_headers = connection_app(state, client)
         self.upgrade_handler = upgrade_handler
         self.h2c_handler = h2c_handler
         #: Bytes read before this object existed (while choosing the protocol).
@@ -232,11 +235,8 @@ class H1Connection:
                 self.state,
                 request,
                 self,
-                scheme=self.scheme,
-                client=self.client,
-                server=self.server,
-                tls=self.tls,
-                upgrade=(
+                self,
+                (
                     functools.partial(self._upgrade, request)
                     if upgrade and self.upgrade_handler is not None
                     else None

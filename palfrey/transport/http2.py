@@ -42,6 +42,7 @@ from palfrey.protocols.h2 import ErrorCodes, H2ConnectionError, H2Protocol
 from palfrey.transport.h2_stream import OUTPUT_HIGH_WATER, H2Stream
 from palfrey.transport.h2_websocket import h2_websocket
 from palfrey.transport.multiplexed import serve_stream
+from palfrey.transport.streams import connection_app
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -122,11 +123,13 @@ class H2Connection:
         "_served_any",
         "_streams",
         "_upgraded",
+        "app",
         "client",
         "control",
         "linger",
         "nursery",
         "protocol",
+        "rewrite_proxy_headers",
         "scheme",
         "sending",
         "server",
@@ -162,6 +165,7 @@ class H2Connection:
         self.server = server
         #: The connection's ``tls`` scope extension (TLS only), shared by its streams.
         self.tls = tls
+        self.app, self.rewrite_proxy_headers = connection_app(state, client)
         self.stream_upgrade = stream_upgrade
         self.nursery: trio.Nursery | None = None
         #: Close gently (half-close, then drain briefly), so that input still in

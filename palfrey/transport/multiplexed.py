@@ -36,8 +36,9 @@ class MultiplexedStream:
     """The request side of one stream on an HTTP/2 or HTTP/3 connection, and how it ends.
 
     ``connection`` is the version's connection task: it has ``protocol``
-    (with ``acknowledge``, ``reset``), ``state``, ``scheme``, ``tls``, ``client``,
-    ``server``, ``writable``, ``kick()`` and ``stream_finished(stream)``.
+    (with ``acknowledge``, ``reset``), ``state``, the attributes of a
+    :class:`~palfrey.transport.streams.RequestOrigin`, ``writable``, ``kick()``
+    and ``stream_finished(stream)``.
     """
 
     __slots__ = (
@@ -189,16 +190,7 @@ async def serve_stream(
     forget the stream."""
     connection = stream.connection
     try:
-        outcome = await serve_request(
-            connection.state,
-            request,
-            stream,
-            scheme=connection.scheme,
-            client=connection.client,
-            server=connection.server,
-            tls=connection.tls,
-            upgrade=upgrade,
-        )
+        outcome = await serve_request(connection.state, request, stream, connection, upgrade)
         if stream.pending_error is not None and not stream.head_sent and not stream.gone:
             await stream.send_error(stream.pending_error.status_code)
         elif outcome is not Outcome.COMPLETED and not stream.complete and not stream.gone:

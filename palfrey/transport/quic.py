@@ -56,6 +56,7 @@ from palfrey.transport.errors import BindError, TLSSetupError
 from palfrey.transport.h3_stream import H3Stream
 from palfrey.transport.multiplexed import serve_stream
 from palfrey.transport.state import ConnectionControl
+from palfrey.transport.streams import connection_app
 from palfrey.transport.tls import server_certificate_pem
 
 if TYPE_CHECKING:
@@ -312,6 +313,7 @@ class QuicConnectionTask:
         "_queue",
         "_streams",
         "_wake",
+        "app",
         "cids",
         "client",
         "control",
@@ -319,6 +321,7 @@ class QuicConnectionTask:
         "handshake_counted",
         "nursery",
         "protocol",
+        "rewrite_proxy_headers",
         "server",
         "state",
         "tls",
@@ -339,6 +342,7 @@ class QuicConnectionTask:
         self.handshake_counted = False
         #: The ``tls`` scope extension, once the handshake has settled what it says.
         self.tls: dict[str, Any] | None = None
+        self.app, self.rewrite_proxy_headers = connection_app(state, client)
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._streams: dict[int, H3Stream] = {}
         self._wake = trio.Event()

@@ -15,12 +15,14 @@ run the :class:`~palfrey.asgi.http.HTTPCycle` — and returns the
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import trio
 
 from palfrey.asgi.http import HTTPCycle, HTTPStream, Outcome
+from palfrey.asgi.proxy_headers import ProxyHeadersMiddleware
 from palfrey.asgi.scope import Address, accepts_trailers, http_scope
+from palfrey.asgi.types import ASGIApp
 
 if TYPE_CHECKING:
     from palfrey.protocols.events import RequestReceived
@@ -29,36 +31,62 @@ if TYPE_CHECKING:
 #: Takes over a request that asked to switch protocols; returns how the stream
 #: ended, or None when it declined (the request is then served as plain HTTP).
 UpgradeHandler = Callable[[dict[str, Any]], Awaitable[Outcome | None]]
+#: Rewrites a scope from the proxy headers of a request whose peer is trusted.
+ProxyRewrite = Callable[[dict[str, Any]], None]
+
+
+class RequestOrigin(Protocol):
+    """The connection a request arrived on: what every request on it shares.
+
+    ``tls`` is the connection's ``tls`` scope extension (TLS connections only).
+    ``app`` and ``rewrite_proxy_headers`` come from :func:`connection_app`.
+    """
+
+    scheme: str
+    client: Address
+    server: Address
+    tls: dict[str, Any] | None
+    app: ASGIApp
+    rewrite_proxy_headers: ProxyRewrite | None
+
+
+def connection_app(state: ServerState, client: Address) -> tuple[ASGIApp, ProxyRewrite | None]:
+    """The app the HTTP requests of a connection from ``client`` run, and the proxy-header
+    rewrite each of their scopes gets first (None: the peer is not a trusted proxy).
+
+    Whether the peer is a trusted proxy cannot change while it stays connected,
+    so it is decided once, when the connection opens, instead of by
+    :class:`ProxyHeadersMiddleware` around every request. WebSocket sessions
+    still run ``state.app``, the middleware included.
+    """
+    app = state.app
+    if not isinstance(app, ProxyHeadersMiddleware):
+        return app, None
+    return app.app, app.rewrite if app.trusted.peer_trusted(client) else None
 
 
 async def serve_request(
     state: ServerState,
     request: RequestReceived,
     stream: HTTPStream,
-    *,
-    scheme: str,
-    client: Address,
-    server: Address,
+    origin: RequestOrigin,
     upgrade: UpgradeHandler | None = None,
-    tls: dict[str, Any] | None = None,
 ) -> Outcome:
-    """Serve ``request`` on ``stream`` through the app and say how the stream ended.
-
-    ``tls`` is the connection's ``tls`` scope extension (TLS connections only).
-    """
+    """Serve ``request`` on ``stream`` through the app and say how the stream ended."""
     state.count_request()
     scope = http_scope(
         method=request.method,
         target=request.target,
         headers=request.headers,
         http_version=request.http_version,
-        scheme=_scheme(request.scheme, scheme),
-        client=client,
-        server=server,
+        scheme=origin.scheme if request.scheme is None else _scheme(request.scheme, origin.scheme),
+        client=origin.client,
+        server=origin.server,
         root_path=state.config.root_path,
         state=state.lifespan_state,
     )
     extensions = scope["extensions"]
+    tls = origin.tls
     if tls is not None:
         extensions["tls"] = tls
     # Files go out on every stream: by os.sendfile where the stream can, otherwise
@@ -83,13 +111,16 @@ async def serve_request(
             outcome = await upgrade(scope)
             if outcome is not None:
                 return outcome
-        return await HTTPCycle(scope, stream, state.defaults, metrics=state.metrics).run(state.app)
+        rewrite = origin.rewrite_proxy_headers
+        if rewrite is not None:
+            rewrite(scope)
+        return await HTTPCycle(scope, stream, state.defaults, metrics=state.metrics).run(origin.app)
     finally:
         if limiter is not None:
             limiter.release_on_behalf_of(stream)
 
 
-def _scheme(claimed: bytes | None, connection: str) -> str:
+def _scheme(claimed: bytes, connection: str) -> str:
     """The request's ``:scheme`` (HTTP/2 and 3, RFC 9113 §8.3.1) when it is one an ASGI
     scope can carry, otherwise the connection's own."""
     if claimed == b"https":
