@@ -40,3 +40,15 @@ def test_bridge_and_wire_agree_on_values(value: bytes) -> None:
 )
 def test_examples(value: bytes, accepted: bool) -> None:
     assert bridge_accepts(value) is accepted
+
+
+def test_a_pair_checked_before_is_answered_alike_and_bad_pairs_still_fail() -> None:
+    """Pairs already checked are remembered; remembering must not let a bad one through."""
+    first = validate_headers([(b"X-Cached", b"v"), [b"x-list", b"w"]])
+    assert validate_headers([(b"X-Cached", b"v"), [b"x-list", b"w"]]) == first
+    assert first == [(b"x-cached", b"v"), (b"x-list", b"w")]
+    for bad in ((b"x-cached", b"v\r\nx: y"), (b"x cached", b"v"), (b"x-cached", ["v"])):
+        with pytest.raises((TypeError, ValueError)):
+            validate_headers([bad])
+        with pytest.raises((TypeError, ValueError)):
+            validate_headers([bad])

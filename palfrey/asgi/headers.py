@@ -15,6 +15,10 @@ __all__ = ["TOKEN", "DefaultHeaders", "validate_headers", "validate_trailers"]
 #: Header names already checked; applications send the same few names over and over.
 _VALID_NAMES: set[bytes] = set()
 _VALID_NAMES_LIMIT = 512
+#: Whole ``(name, value)`` pairs already checked, mapped to their lower-cased form:
+#: most responses repeat the same few fields (``content-type``, a fixed length).
+_VALID_FIELDS: dict[tuple[bytes, bytes], tuple[bytes, bytes]] = {}
+_VALID_FIELDS_LIMIT = 1024
 
 
 def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
@@ -26,7 +30,16 @@ def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
     and the client still gets a 500.
     """
     headers = []
+    known_fields = _VALID_FIELDS
     for item in raw:
+        if type(item) is tuple:
+            try:
+                known = known_fields.get(item)
+            except TypeError:  # an unhashable name or value, refused below
+                known = None
+            if known is not None:
+                headers.append(known)
+                continue
         try:
             name, value = item
         except (TypeError, ValueError):
@@ -43,7 +56,12 @@ def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
                 f"invalid header value for {name!r}: CR, LF, NUL and surrounding"
                 " whitespace are not allowed"
             )
-        headers.append((name.lower(), value))
+        field = (name.lower(), value)
+        if type(item) is tuple:
+            if len(known_fields) >= _VALID_FIELDS_LIMIT:
+                known_fields.clear()
+            known_fields[item] = field
+        headers.append(field)
     return headers
 
 

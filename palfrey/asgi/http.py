@@ -160,7 +160,8 @@ class HTTPCycle:
     #: Trailer fields collected over ``more_trailers`` messages.
     _trailer_fields: list[tuple[bytes, bytes]] | None = None
     _wait_scope: trio.CancelScope | None = None
-    _receive_lock: trio.Lock = attrs.Factory(trio.Lock)
+    #: Made by the first ``receive()``: most requests (a GET) never call it.
+    _receive_lock: trio.Lock | None = None
 
     async def run(self, app: ASGIApp) -> Outcome:
         """Call the app, enforce the ASGI rules on what it did, and say how the stream ends.
@@ -215,6 +216,8 @@ class HTTPCycle:
         # Apps may call receive() from two tasks (a disconnect watcher and a body
         # reader); the stream under it has one reader, so calls take turns.
         lock = self._receive_lock
+        if lock is None:
+            lock = self._receive_lock = trio.Lock()
         try:
             lock.acquire_nowait()
         except trio.WouldBlock:
