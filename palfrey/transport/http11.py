@@ -17,6 +17,7 @@ more and closes.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import logging
 import math
@@ -39,6 +40,7 @@ from palfrey.protocols.events import (
 )
 from palfrey.protocols.status import reason_phrase, render_simple_response
 from palfrey.transport.rejections import REJECTIONS
+from palfrey.transport.request_context import run_in_context
 from palfrey.transport.state import FIRST_REQUEST_GRACE
 from palfrey.transport.streams import connection_app, serve_request
 
@@ -231,15 +233,20 @@ class H1Connection:
         control = self.control
         control.open_streams = 1
         try:
-            outcome = await serve_request(
-                self.state,
-                request,
-                self,
-                self,
-                (
-                    functools.partial(self._upgrade, request)
-                    if upgrade and self.upgrade_handler is not None
-                    else None
+            # Every request starts from the connection's context, never from what
+            # the request before it on this connection left in it.
+            outcome = await run_in_context(
+                contextvars.copy_context(),
+                serve_request(
+                    self.state,
+                    request,
+                    self,
+                    self,
+                    (
+                        functools.partial(self._upgrade, request)
+                        if upgrade and self.upgrade_handler is not None
+                        else None
+                    ),
                 ),
             )
         finally:
