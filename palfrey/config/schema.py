@@ -48,6 +48,8 @@ class Option:
     negatable: bool = False  # bool flags that also get --no-<name>
     cli: bool = True  # False for options that only make sense from Python (e.g. an app object)
     group: str = "general"
+    #: The release the option first appeared in, for the configuration reference.
+    since: str = "0.1.0"
 
 
 def _option(
@@ -61,6 +63,7 @@ def _option(
     validator: Callable[..., Any] | None = None,
     cli: bool = True,
     group: str = "general",
+    since: str = "0.1.0",
 ) -> Any:
     validators = []
     if choices is not None:
@@ -75,6 +78,7 @@ def _option(
         negatable=negatable,
         cli=cli,
         group=group,
+        since=since,
     )
     if isinstance(default, list):
         return attrs.field(
