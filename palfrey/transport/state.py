@@ -97,24 +97,23 @@ class ServerState:
     #: Lifespan startup completed and the listeners accept: ``/readyz`` answers 200
     #: until shutdown begins.
     serving: trio.Event = attrs.Factory(trio.Event)
+    #: Shutdown was asked for: finish what is in flight, start nothing new. The
+    #: plain-attribute twin of ``shutdown_requested``, which every request reads.
+    stopping: bool = False
 
     def count_request(self) -> None:
         """Count a request; the one that reaches ``--limit-max-requests`` starts the shutdown."""
         self.total_requests += 1
         if self.max_requests is not None and self.total_requests >= self.max_requests:
-            if not self.shutdown_requested.is_set():
+            if not self.stopping:
                 logger.info("Maximum request limit of %d reached; shutting down", self.max_requests)
                 self.limit_reached.set()
             self.request_shutdown()
 
     def request_shutdown(self) -> None:
         """Ask the server to stop; the server task runs the actual shutdown sequence."""
+        self.stopping = True
         self.shutdown_requested.set()
-
-    @property
-    def stopping(self) -> bool:
-        """Shutdown was asked for: finish what is in flight, start nothing new."""
-        return self.shutdown_requested.is_set()
 
     def begin_shutdown(self) -> None:
         """Tell every connection the server is stopping."""
@@ -124,7 +123,7 @@ class ServerState:
     @property
     def ready(self) -> bool:
         """Serving and not stopping: a load balancer may send traffic."""
-        return self.serving.is_set() and not self.shutdown_requested.is_set()
+        return self.serving.is_set() and not self.stopping
 
     def count_server_response(self, status: int) -> None:
         """Palfrey answered a request itself; counted for ``palfrey_server_responses_total``."""
