@@ -61,9 +61,11 @@ def run(app: Any, **options: Any) -> None:
     Exits the process with a non-zero status if serving could not start.
     ``workers`` and ``reload`` need ``app`` as an import string, as in Uvicorn.
     """
+    from palfrey.config.sources import build_config, keyword_settings  # noqa: PLC0415
+
     try:
-        config = Config(app=app, **options, set_options=frozenset(options))
-    except (TypeError, ValueError) as exc:
+        config = build_config(keyword_settings(app, options))
+    except ConfigError as exc:
         raise SystemExit(f"palfrey: error: {exc}") from None
     status = run_config(config)
     if status != 0:

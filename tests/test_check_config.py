@@ -219,3 +219,19 @@ def test_check_app_with_an_app_that_fails_to_import_exits_2(tmp_path: Path) -> N
     assert "boom while importing the app" in result.stderr
     assert "configuration is valid" not in result.stdout
     assert result.returncode == 2, result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--ssl-certfile", "--ssl-keyfile", "--ssl-ca-certs"])
+def test_missing_tls_file_is_reported(tmp_path: Path, flag: str) -> None:
+    """A TLS file that isn't there is a configuration error, like --log-config's,
+    not a failure at startup once the application is imported."""
+    present = tmp_path / "present.pem"
+    present.write_text("")
+    missing = tmp_path / "missing.pem"
+    args = [flag, str(missing)]
+    if flag != "--ssl-certfile":
+        args += ["--ssl-certfile", str(present)]
+    result = check("palfrey.demo:app", *args)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == f"palfrey: error: {flag}: file {str(missing)!r} does not exist\n"

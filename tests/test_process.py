@@ -187,11 +187,21 @@ def test_env_var_reaches_the_server() -> None:
     assert finish(process, lines)[0] == 0
 
 
-def test_missing_tls_certificate_is_one_line(tmp_path: Path) -> None:
+def test_missing_tls_certificate_is_a_configuration_error(tmp_path: Path) -> None:
+    """Reported before the application is imported or anything is bound; status 2."""
     missing = tmp_path / "missing.pem"
     result = run("palfrey.demo:app", "--port", "0", "--ssl-certfile", str(missing))
+    assert result.returncode == 2
+    assert result.stderr == f"palfrey: error: --ssl-certfile: file '{missing}' does not exist\n"
+
+
+def test_unreadable_tls_certificate_is_one_line(tmp_path: Path) -> None:
+    """A file that exists but isn't a certificate still fails at startup, in one line."""
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    result = run("palfrey.demo:app", "--port", "0", "--ssl-certfile", str(garbage))
     assert result.returncode == 1
-    assert f"could not load the TLS certificate '{missing}'" in result.stderr
+    assert f"could not load the TLS certificate '{garbage}'" in result.stderr
     assert "Traceback" not in result.stderr
     assert "Application startup" not in result.stderr
 

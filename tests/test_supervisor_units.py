@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
 
 import pytest
+import trio
+import trio.testing
 import watchfiles
 
 from palfrey.config.binds import InheritedSocket, TCPAddress, UnixAddress, parse_bind
 from palfrey.config.schema import Config
+from palfrey.supervisor import supervisor as supervisor_module
 from palfrey.supervisor.control import encode_config, receive_config
 from palfrey.supervisor.reload import ReloadFilter, watched_directories
+from palfrey.supervisor.supervisor import Supervisor
+from palfrey.supervisor.workers import WorkerState
 from palfrey.transport.listeners import bind_addresses, systemd_sockets
 
 
@@ -391,3 +397,48 @@ def test_several_workers_with_an_import_string() -> None:
     config = Config(app="m:a", workers=3)
     assert config.worker_count == 3
     assert config.uses_supervisor
+
+
+# --- start-up deadline ----------------------------------------------------------------------
+
+
+def test_a_worker_that_never_starts_is_killed_with_the_limit_named(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The log line says how long the worker had: --timeout-lifespan plus the import margin."""
+
+    class StuckWorker:
+        pid = 4242
+        state = WorkerState.STARTING
+
+        def __init__(self) -> None:
+            self.settled = trio.Event()
+            self.exited = trio.Event()
+
+        def kill(self) -> None:
+            self.state = WorkerState.EXITED
+            self.exited.set()
+
+    async def spawn(*_args: object) -> StuckWorker:
+        return StuckWorker()
+
+    async def watch(_self: Supervisor, worker: StuckWorker) -> None:
+        await worker.exited.wait()
+
+    monkeypatch.setattr(supervisor_module, "spawn_worker", spawn)
+    monkeypatch.setattr(Supervisor, "_watch_worker", watch)
+    config = Config(app="m:a", timeout_lifespan=1.5)
+    supervisor = Supervisor(config, config, [])
+
+    async def main() -> float:
+        async with trio.open_nursery() as nursery:
+            supervisor.workers_nursery = nursery
+            started = trio.current_time()
+            worker = await supervisor.start_worker(lambda: None)
+        assert worker.state is WorkerState.EXITED
+        return trio.current_time() - started
+
+    with caplog.at_level(logging.ERROR, logger="palfrey.error"):
+        waited = trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+    assert waited == pytest.approx(1.5 + supervisor_module.START_MARGIN)
+    assert "Worker [4242] did not start within 31.5s; killing it" in caplog.messages

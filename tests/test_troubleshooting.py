@@ -319,17 +319,64 @@ def test_port_out_of_range(tmp_path: Path) -> None:
 
 
 def test_missing_certificate_file(tmp_path: Path) -> None:
-    """A certificate path that does not exist fails the start with one log line; status 1."""
+    """A certificate path that does not exist is a configuration error; status 2."""
     (tmp_path / "main.py").write_text(HELLO_APP)
     result = run_palfrey(
         ["main:app", "--port", "0", "--lifespan", "off", "--ssl-certfile", "missing.pem"],
         tmp_path,
     )
     line = assert_documented_line(result.stderr, "missing.pem")
-    assert line.endswith(
-        "could not load the TLS certificate 'missing.pem': No such file or directory"
-    )
+    assert line == "palfrey: error: --ssl-certfile: file 'missing.pem' does not exist"
     assert "Traceback" not in result.stderr
+    assert result.returncode == 2
+
+
+def test_certificate_that_is_not_pem(tmp_path: Path) -> None:
+    """A certificate file that OpenSSL can't load fails the start with one log line; status 1."""
+    (tmp_path / "main.py").write_text(HELLO_APP)
+    (tmp_path / "garbage.pem").write_text("not a certificate\n")
+    result = run_palfrey(
+        ["main:app", "--port", "0", "--lifespan", "off", "--ssl-certfile", "garbage.pem"],
+        tmp_path,
+    )
+    line = assert_documented_line(result.stderr, "garbage.pem")
+    assert "could not load the TLS certificate 'garbage.pem': " in line
+    assert "Traceback" not in result.stderr
+    assert result.returncode == 1
+
+
+def test_access_log_format_error_names_the_option_once(tmp_path: Path) -> None:
+    result = run_palfrey(["main:app", "--access-log-format", "%(zz)s"], tmp_path)
+    line = assert_documented_line(result.stderr, "access log atom")
+    assert line == "palfrey: error: --access-log-format: unknown access log atom '%(zz)s'"
+    assert result.returncode == 2
+
+
+def test_missing_env_file_names_the_option_once(tmp_path: Path) -> None:
+    result = run_palfrey(["main:app", "--env-file", "missing.env"], tmp_path)
+    line = assert_documented_line(result.stderr, "missing.env")
+    assert line == "palfrey: error: --env-file: 'missing.env' not found"
+    assert result.returncode == 2
+
+
+def test_run_keyword_outside_its_choices(tmp_path: Path) -> None:
+    """``palfrey.run(app, loop="uvloop")`` prints one sentence, as the page shows."""
+    (tmp_path / "serve.py").write_text(
+        "import palfrey\n\nasync def app(scope, receive, send):\n    pass\n\n"
+        'palfrey.run(app, loop="uvloop")\n'
+    )
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "serve.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    line = assert_documented_line(result.stderr, "uvloop")
+    assert line == "palfrey: error: loop: must be one of trio, asyncio, got 'uvloop'"
     assert result.returncode == 1
 
 

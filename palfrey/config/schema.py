@@ -67,7 +67,7 @@ def _option(
 ) -> Any:
     validators = []
     if choices is not None:
-        validators.append(attrs.validators.in_(tuple(choices)))
+        validators.append(_one_of(tuple(choices)))
     if validator is not None:
         validators.append(validator)
     option = Option(
@@ -87,6 +87,21 @@ def _option(
             validator=validators or None,
         )
     return attrs.field(default=default, metadata={"option": option}, validator=validators or None)
+
+
+def _one_of(choices: tuple[Any, ...]) -> Callable[..., None]:
+    """Like ``attrs.validators.in_``, but with a one-line message worded as the loader's.
+
+    attrs' own exception carries a tuple as its arguments, so ``str()`` of it shows
+    the tuple and the ``Attribute`` repr rather than a sentence.
+    """
+
+    def check(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if value not in choices:
+            listed = ", ".join(str(choice) for choice in choices)
+            raise ValueError(f"{attribute.name} must be one of {listed}, got {value!r}")
+
+    return check
 
 
 def _at_least(minimum: float, *, optional: bool = False) -> Callable[..., None]:
@@ -166,7 +181,10 @@ def _env_file(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> No
     try:
         load_env_file(value)
     except ConfigError as exc:
-        raise ValueError(f"{attribute.name} {exc}") from None
+        # Drop load_env_file's "env file " (kept for its other caller, the importer):
+        # after the option's own label it would name the option twice.
+        reason = str(exc).removeprefix("env file ")
+        raise ValueError(f"{attribute.name} {reason}") from None
 
 
 def _existing_file(_instance: Any, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -553,22 +571,38 @@ class Config:
         group="timeouts",
     )
 
+    # The TLS files are checked for existence here, like --log-config, so a missing one
+    # is a configuration error --check-config reports; reading them stays at startup.
     ssl_certfile: str | None = _option(
-        None, "TLS certificate file (PEM).", kind="path", group="tls"
+        None,
+        "TLS certificate file (PEM).",
+        kind="path",
+        validator=_existing_file,
+        group="tls",
     )
-    ssl_keyfile: str | None = _option(None, "TLS private key file (PEM).", kind="path", group="tls")
+    ssl_keyfile: str | None = _option(
+        None,
+        "TLS private key file (PEM).",
+        kind="path",
+        validator=_existing_file,
+        group="tls",
+    )
     ssl_keyfile_password: str | None = _option(
         None, "Password for the TLS private key.", group="tls"
     )
     ssl_ca_certs: str | None = _option(
-        None, "CA certificates file for client verification.", kind="path", group="tls"
+        None,
+        "CA certificates file for client verification.",
+        kind="path",
+        validator=_existing_file,
+        group="tls",
     )
     ssl_cert_reqs: int = _option(
         0,
         "Client certificate requirement (0 none, 1 optional, 2 required).",
         kind="int",
         choices=None,
-        validator=attrs.validators.in_((0, 1, 2)),
+        validator=_one_of((0, 1, 2)),
         group="tls",
     )
     ssl_ciphers: str = _option(

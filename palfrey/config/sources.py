@@ -271,7 +271,7 @@ def read_command_line(command_line: CommandLine) -> dict[str, Setting]:
 def _reason(exc: Exception, name: str) -> str:
     """A validator's message without the field name, which the source label already gives."""
     message = exc.args[0] if exc.args and isinstance(exc.args[0], str) else str(exc)
-    for prefix in (f"{name} ", f"'{name}' "):
+    for prefix in (f"{name}: ", f"{name} ", f"'{name}' "):
         if message.startswith(prefix):
             return message[len(prefix) :]
     return message
@@ -284,7 +284,10 @@ def build_config(settings: Mapping[str, Setting]) -> Config:
     directly would only say which field is wrong, not which source set it.
     """
     fields = attrs.fields_dict(Config)
+    known = _user_options()
     for name, setting in settings.items():
+        if name not in known:  # only from palfrey.run(): the other sources check their names
+            raise ConfigError(f"unknown option {name!r}{did_you_mean(name, known)}")
         field = fields[name]
         if field.validator is None:
             continue
@@ -299,6 +302,16 @@ def build_config(settings: Mapping[str, Setting]) -> Config:
         )
     except (ValueError, TypeError) as exc:
         raise ConfigError(str(exc)) from None
+
+
+def keyword_settings(app: Any, keywords: Mapping[str, Any]) -> dict[str, Setting]:
+    """``palfrey.run()``'s arguments as settings, each labelled with its keyword.
+
+    Through :func:`build_config` a bad value is then reported as the command
+    line reports it, ``port: must be an integer from 0 to 65535, got '8000'``
+    beside ``--port: ...``, instead of as the raw validator exception.
+    """
+    return {name: Setting(value, name) for name, value in {"app": app, **keywords}.items()}
 
 
 def load_config(

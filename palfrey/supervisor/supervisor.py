@@ -49,6 +49,8 @@ BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 30.0
 #: Beyond the worker's own bound (graceful timeout, then lifespan shutdown).
 KILL_MARGIN = 2.0
+#: Beyond --timeout-lifespan, for importing the application before its startup.
+START_MARGIN = 30.0
 #: How often --workers-max-rss is checked.
 MEMORY_CHECK_INTERVAL = 1.0
 
@@ -314,12 +316,15 @@ class Supervisor:
         self.workers.add(worker)
         self.workers_nursery.start_soon(self._watch_worker, worker)
         # Lifespan startup has its own timeout; this bounds an import that never ends.
-        with trio.move_on_after(self.config.timeout_lifespan + 30):
+        start_limit = self.config.timeout_lifespan + START_MARGIN
+        with trio.move_on_after(start_limit):
             await _first_of(worker.settled, self.stopped)
         if worker.state is WorkerState.STARTING and self.stopping:
             await self.retire(worker)
         elif worker.state is WorkerState.STARTING:
-            logger.error("Worker [%d] did not start in time; killing it", worker.pid)
+            logger.error(
+                "Worker [%d] did not start within %gs; killing it", worker.pid, start_limit
+            )
             worker.kill()
             await worker.exited.wait()
         elif worker.state is WorkerState.SERVING:

@@ -186,3 +186,62 @@ def test_python_dash_m_reports_error_without_traceback():
     lines = result.stderr.splitlines()
     assert len(lines) == 1
     assert lines[0].startswith("palfrey: error: ")
+
+
+class TestRunKeywordErrors:
+    """``palfrey.run()`` reports a bad keyword as the command line reports the flag,
+    labelled with the keyword: one sentence, never attrs' exception tuple."""
+
+    def error(self, monkeypatch, app="m:a", **options) -> str:
+        monkeypatch.setattr(cli, "run_config", lambda _config: pytest.fail("runner called"))
+        with pytest.raises(SystemExit) as info:
+            cli.run(app, **options)
+        assert isinstance(info.value.code, str)
+        return info.value.code
+
+    def test_choice(self, monkeypatch):
+        assert self.error(monkeypatch, loop="uvloop") == (
+            "palfrey: error: loop: must be one of trio, asyncio, got 'uvloop'"
+        )
+
+    def test_same_reason_as_the_command_line(self, monkeypatch, capsys):
+        assert main(["m:a", "--loop", "uvloop"]) == 2
+        flag_reason = capsys.readouterr().err.split("--loop: ", 1)[1].strip()
+        assert self.error(monkeypatch, loop="uvloop").endswith(f"loop: {flag_reason}")
+
+    def test_type(self, monkeypatch):
+        assert self.error(monkeypatch, port="8000") == (
+            "palfrey: error: port: must be an integer from 0 to 65535, got '8000'"
+        )
+
+    def test_access_log_format(self, monkeypatch):
+        assert self.error(monkeypatch, access_log_format="%(zz)s") == (
+            "palfrey: error: access_log_format: unknown access log atom '%(zz)s'"
+        )
+
+    def test_missing_certificate(self, monkeypatch, tmp_path):
+        missing = str(tmp_path / "missing.pem")
+        assert self.error(monkeypatch, ssl_certfile=missing) == (
+            f"palfrey: error: ssl_certfile: file {missing!r} does not exist"
+        )
+
+    def test_unknown_keyword_suggests(self, monkeypatch):
+        assert self.error(monkeypatch, prot=8000) == (
+            "palfrey: error: unknown option 'prot' (did you mean 'port'?)"
+        )
+
+    def test_combination(self, monkeypatch):
+        assert self.error(monkeypatch, app=lambda: None, workers=2).startswith(
+            "palfrey: error: reload and workers need the application as an import string"
+        )
+
+    def test_app_object_and_options_reach_the_runner(self, monkeypatch):
+        async def app(scope, receive, send):
+            pass
+
+        seen: list[Config] = []
+        monkeypatch.setattr(cli, "run_config", lambda config: seen.append(config) or 0)
+        cli.run(app, port=1234, loop="trio")
+        assert seen[0].app is app
+        assert seen[0].port == 1234
+        assert {"port", "loop"} <= seen[0].set_options

@@ -192,13 +192,13 @@ class TestFileKeys:
     def test_grouped_tables(self, write_toml):
         path = write_toml(
             "[timeouts]\ntimeout_keep_alive = 3\n"
-            '[tls]\nssl_certfile = "c.pem"\n[protocol]\nheader = ["a:b"]\n'
+            f'[tls]\nssl_certfile = "{__file__}"\n[protocol]\nheader = ["a:b"]\n'
             '[application]\napp = "m:a"\nfactory = true\n'
         )
         config = load("--config", path)
         assert config.timeout_keep_alive == 3.0
         assert isinstance(config.timeout_keep_alive, float)
-        assert config.ssl_certfile == "c.pem"
+        assert config.ssl_certfile == __file__
         assert config.header == ["a:b"]
         assert config.factory is True
         assert config.app == "m:a"
@@ -314,10 +314,22 @@ class TestValidationNamesSource:
             "--header: entries must look like 'name:value', got 'nocolon'"
         )
 
-    def test_in_validator_message_is_cleaned(self):
-        assert (
-            error_of("m:a", "--ssl-cert-reqs", "3")
-            == "--ssl-cert-reqs: must be in (0, 1, 2) (got 3)"
+    def test_choice_validator_message_is_one_sentence(self):
+        assert error_of("m:a", "--ssl-cert-reqs", "3") == (
+            "--ssl-cert-reqs: must be one of 0, 1, 2, got 3"
+        )
+
+    def test_access_log_format_names_the_option_once(self):
+        """The validator's ``access_log_format: `` prefix is dropped like ``name ``."""
+        assert error_of("m:a", "--access-log-format", "%(zz)s") == (
+            "--access-log-format: unknown access log atom '%(zz)s'"
+        )
+
+    def test_env_file_names_the_option_once(self, tmp_path):
+        missing = str(tmp_path / "missing.env")
+        assert error_of("m:a", "--env-file", missing) == f"--env-file: {missing!r} not found"
+        assert error_of("m:a", "--env-file", str(tmp_path)).startswith(
+            f"--env-file: {str(tmp_path)!r} could not be read: "
         )
 
     def test_nan(self):
@@ -378,22 +390,66 @@ def test_every_kind_has_converters():
         assert option.kind in TEXT_CONVERTERS, field.name
 
 
-@pytest.mark.parametrize("name", ["palfrey.toml", "production.toml", "tls.toml"])
+@pytest.mark.parametrize("name", ["palfrey.toml", "production.toml"])
 def test_example_configs_load(name):
     config = load("--config", str(REPO_ROOT / "config" / name))
     assert config.app == "palfrey.demo:app"
 
 
 def test_tls_example_sets_certificates():
-    config = load("--config", str(REPO_ROOT / "config" / "tls.toml"))
-    assert config.is_ssl
-    assert config.ssl_keyfile is not None
+    """Its paths are placeholders under /etc: all else loads, and the missing
+    certificate is reported as such."""
+    path = str(REPO_ROOT / "config" / "tls.toml")
+    settings = read_config_file(path)
+    assert settings["app"].value == "palfrey.demo:app"
+    assert {"ssl_certfile", "ssl_keyfile"} <= settings.keys()
+    assert error_of("--config", path) == (
+        f"{path}: tls.ssl_certfile: file '/etc/palfrey/tls/cert.pem' does not exist"
+    )
 
 
-def test_keyfile_without_certfile_is_refused() -> None:
-    assert error_of("m:a", "--ssl-keyfile", "key.pem") == (
+def test_keyfile_without_certfile_is_refused(tmp_path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("")
+    assert error_of("m:a", "--ssl-keyfile", str(key)) == (
         "ssl_keyfile is set without ssl_certfile; TLS needs the certificate"
     )
+
+
+@pytest.mark.parametrize("name", ["ssl_certfile", "ssl_keyfile", "ssl_ca_certs"])
+def test_missing_tls_file_is_a_configuration_error(name, tmp_path, write_toml) -> None:
+    """Caught when the configuration is built (so by --check-config), naming option and path,
+    not when the server starts after importing the application."""
+    missing = str(tmp_path / "missing.pem")
+    flag = "--" + name.replace("_", "-")
+    assert error_of("m:a", flag, missing) == f"{flag}: file {missing!r} does not exist"
+    variable = env_var_name(name)
+    assert error_of("m:a", env={variable: missing}) == (
+        f"environment variable {variable}: file {missing!r} does not exist"
+    )
+    path = write_toml(f'app = "m:a"\n{name} = "{missing}"\n')
+    assert error_of("--config", path) == f"{path}: {name}: file {missing!r} does not exist"
+    with pytest.raises(ValueError, match=rf"^{name} file .* does not exist$"):
+        Config(app="m:a", **{name: missing})
+
+
+def test_existing_tls_files_are_accepted(tmp_path) -> None:
+    files = {name: tmp_path / f"{name}.pem" for name in ("cert", "key", "ca")}
+    for file in files.values():
+        file.write_text("")
+    config = load(
+        "m:a",
+        *("--ssl-certfile", str(files["cert"]), "--ssl-keyfile", str(files["key"])),
+        *("--ssl-ca-certs", str(files["ca"])),
+    )
+    assert config.ssl_ca_certs == str(files["ca"])
+
+
+def test_config_choice_error_is_a_sentence() -> None:
+    """``Config()`` itself says what is wrong in one line (attrs' ``in_`` gave a tuple)."""
+    with pytest.raises(ValueError) as info:
+        Config(app="m:a", loop="uvloop")
+    assert str(info.value) == "loop must be one of trio, asyncio, got 'uvloop'"
 
 
 def test_header_option_needs_a_token_name() -> None:
