@@ -10,6 +10,7 @@ import ssl
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 import trio
@@ -387,3 +388,45 @@ async def test_a_send_timeout_breaks_the_tls_stream_above(
     assert isinstance(caught.value, StreamTimeout)
     with pytest.raises(trio.BrokenResourceError):
         await server.send_all(b"more")
+
+
+@pytest.mark.parametrize(("bind", "known"), [("127.0.0.1", True), ("0.0.0.0", False)])
+async def test_accepted_streams_carry_the_addresses_the_listener_knows(
+    bind: str, known: bool
+) -> None:
+    """The peer comes from accept(); the local address only when the listener is bound to
+    one address, since a wildcard listener's connections may each arrive on another."""
+    raw = socket.socket()
+    raw.bind((bind, 0))
+    raw.listen()
+    listener = SocketListener(raw)
+    port = raw.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server = await listener.accept()
+    assert server.peer_address == client.socket.getsockname()
+    assert server.local_address == (("127.0.0.1", port) if known else None)
+    await server.aclose()
+    await client.aclose()
+    await listener.aclose()
+
+
+async def test_a_wildcard_listener_reports_the_address_each_connection_reached(
+    serve: Any,
+) -> None:
+    seen: list[Any] = []
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            seen.append((scope["client"], scope["server"]))
+            await send({"type": "http.response.start", "status": 204})
+            await send({"type": "http.response.body"})
+
+    async with serve(app, host="0.0.0.0", lifespan="off") as srv:
+        stream = await trio.open_tcp_stream("127.0.0.1", srv.port)
+        await stream.send_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        with trio.fail_after(5):
+            while await stream.receive_some():
+                pass
+        client_address = stream.socket.getsockname()
+        await stream.aclose()
+    assert seen == [(client_address, ("127.0.0.1", srv.port))]

@@ -49,14 +49,14 @@ a body or a WebSocket, and time each with their own scope or sweep.)
 
 from __future__ import annotations
 
-import contextlib
 import errno
+import ipaddress
 import math
 import os
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import trio
 from trio.lowlevel import (
@@ -133,21 +133,42 @@ class SocketStream(trio.abc.HalfCloseableStream):
         "_send_refused",
         "_sending",
         "_yielder",
+        "local_address",
+        "peer_address",
         "send_timeout",
         "skip_redundant_yields",
         "socket",
     )
 
-    def __init__(self, sock: socket.socket, *, skip_redundant_yields: bool = False) -> None:
+    def __init__(
+        self,
+        sock: socket.socket,
+        *,
+        skip_redundant_yields: bool = False,
+        tcp: bool | None = None,
+        peer_address: Any = None,
+        local_address: Any = None,
+    ) -> None:
+        """``tcp``, ``peer_address`` and ``local_address`` are what a listener already
+        knows about a connection it accepted (``sock.family`` and the two addresses
+        otherwise cost a conversion or a system call each, per connection)."""
         sock.setblocking(False)
-        if sock.family in _TCP_FAMILIES:
+        if tcp is None:
+            tcp = sock.family in _TCP_FAMILIES
+        if tcp:
             # Responses are written whole, so Nagle would only delay them. A peer
             # that already reset the connection makes this fail; reads will say so.
             # Unlike trio, no TCP_NOTSENT_LOWAT: like Uvicorn, large responses go to
             # the kernel in as few writes as its buffer allows.
-            with contextlib.suppress(OSError):
+            try:  # noqa: SIM105 - contextlib.suppress would cost a context manager per connection
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            except OSError:
+                pass
         self.socket = sock
+        #: The peer's address as ``accept()`` returned it, when the stream came from one.
+        self.peer_address = peer_address
+        #: The address the peer connected to, when the listener knows it without asking.
+        self.local_address = local_address
         self.skip_redundant_yields = skip_redundant_yields
         #: Seconds a parked write may wait without a byte moving.
         self.send_timeout = math.inf
@@ -359,12 +380,15 @@ class SocketListener(trio.abc.Listener[SocketStream]):
     ``skip_redundant_yields`` is passed on to every accepted stream.
     """
 
-    __slots__ = ("skip_redundant_yields", "socket")
+    __slots__ = ("_local_address", "_tcp", "skip_redundant_yields", "socket")
 
     def __init__(self, sock: socket.socket, *, skip_redundant_yields: bool = False) -> None:
         sock.setblocking(False)
         self.socket = sock
         self.skip_redundant_yields = skip_redundant_yields
+        self._tcp = sock.family in _TCP_FAMILIES
+        #: Bound to one address (not a wildcard), every connection is addressed to it.
+        self._local_address = _fixed_local_address(sock) if self._tcp else None
 
     async def accept(self) -> SocketStream:
         """The next connection; errors that concern only that connection are skipped.
@@ -376,7 +400,7 @@ class SocketListener(trio.abc.Listener[SocketStream]):
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                connection, _ = sock.accept()
+                connection, peer = sock.accept()
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(sock)
                 continue
@@ -386,13 +410,29 @@ class SocketListener(trio.abc.Listener[SocketStream]):
                 if exc.errno not in _IGNORED_ACCEPT_ERRNOS:
                     raise
                 continue
-            stream = SocketStream(connection, skip_redundant_yields=self.skip_redundant_yields)
+            stream = SocketStream(
+                connection,
+                skip_redundant_yields=self.skip_redundant_yields,
+                tcp=self._tcp,
+                peer_address=peer,
+                local_address=self._local_address,
+            )
             await trio.lowlevel.cancel_shielded_checkpoint()
             return stream
 
     async def aclose(self) -> None:
         _close(self.socket)
         await trio.lowlevel.checkpoint()
+
+
+def _fixed_local_address(sock: socket.socket) -> Any:
+    """The listener's own address if it is one address, not a wildcard, else None."""
+    try:
+        local = sock.getsockname()
+        unspecified = ipaddress.ip_address(local[0]).is_unspecified
+    except (OSError, ValueError, TypeError, IndexError):
+        return None
+    return None if unspecified else local
 
 
 def _close(sock: socket.socket) -> None:

@@ -145,7 +145,7 @@ async def handle_connection(
     transport: trio.abc.Stream = stream
     extension: dict[str, Any] | None = None
     try:
-        client, server = _addresses(stream.socket)
+        client, server = _addresses(stream)
         if ssl_context is not None:
             tls = await handshake(stream, ssl_context, state.config.timeout_tls_handshake, state)
             if tls is None:
@@ -196,13 +196,19 @@ async def _linger(stream: trio.abc.Stream) -> None:
             return
 
 
-def _addresses(sock: socket.socket) -> tuple[Address, Address]:
-    if sock.family == socket.AF_UNIX:
-        return None, (sock.getsockname(), None)
-    try:
-        peer = sock.getpeername()
-    except OSError:
-        peer = None
-    local = sock.getsockname()
-    client: Address = (str(peer[0]), int(peer[1])) if peer else None
-    return client, (str(local[0]), int(local[1]))
+def _addresses(stream: SocketStream) -> tuple[Address, Address]:
+    """The scope's ``client`` and ``server``, from what the listener learnt when it
+    accepted the connection where it can, from the socket otherwise."""
+    sock = stream.socket
+    peer = stream.peer_address
+    if peer is None or not isinstance(peer, tuple):
+        if sock.family == socket.AF_UNIX:
+            return None, (sock.getsockname(), None)
+        try:
+            peer = sock.getpeername()
+        except OSError:
+            peer = None
+    local = stream.local_address or sock.getsockname()
+    # (host, port) as accept() gives it for IPv4 is kept as it is: no new tuple.
+    client: Address = None if not peer else peer if len(peer) == 2 else (str(peer[0]), int(peer[1]))
+    return client, (local if len(local) == 2 else (str(local[0]), int(local[1])))
