@@ -11,6 +11,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+import hpack
 import pytest
 from hyperframe.frame import (
     DataFrame,
@@ -34,9 +35,12 @@ from palfrey.protocols.events import (
 )
 from palfrey.protocols.h2 import (
     GOAWAY_PING,
+    MAX_REUSED_BLOCKS,
     MAX_STREAM_ID,
     H2ConnectionError,
     H2Protocol,
+    ReusingDecoder,
+    ReusingEncoder,
     StreamClosed,
 )
 
@@ -798,3 +802,136 @@ def test_encoder_state_survives_rejected_requests() -> None:
     pair.request([(b":method", b"CONNECT"), (b":authority", b"example.com:443")])
     good = pair.request([*REQUEST, (b"x-big", b"v" * 50)])
     assert [e.stream_id for e in of_type(pair.to_server(), RequestReceived)] == [good]
+
+
+# HPACK blocks reused, and h2's closed streams bounded: invisible on the wire.
+
+HEAD = [(b":status", b"200"), (b"content-type", b"text/plain"), (b"content-length", b"13")]
+
+
+def head_sequence() -> list[list[tuple[bytes, bytes]]]:
+    """Repeats, new values, a field that evicts the table, and repeats again."""
+    return [
+        HEAD,
+        HEAD,
+        HEAD,
+        [(b":status", b"404"), *HEAD[1:]],
+        HEAD,
+        [(b":status", b"200"), (b"x-big", b"v" * 5000)],  # larger than the table: clears it
+        HEAD,
+        HEAD,
+        [(b":status", b"200"), (b"x-fill", b"w" * 3000)],  # evicts the others
+        HEAD,
+        HEAD,
+    ]
+
+
+def test_encoder_blocks_match_hpack() -> None:
+    ours, theirs = ReusingEncoder(), hpack.Encoder()
+    for index, fields in enumerate(head_sequence()):
+        if index == 5:
+            ours.header_table_size = theirs.header_table_size = 256
+        assert ours.encode(fields) == theirs.encode(fields), index
+
+
+def test_encoder_codes_a_repeated_head_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    encoder = ReusingEncoder()
+    first = encoder.encode(HEAD)  # adds the fields to the table
+    second = encoder.encode(HEAD)  # all indexed: changes nothing, kept
+    monkeypatch.setattr(encoder, "add", None)  # coding again would fail
+    assert encoder.encode(HEAD) == second != first
+
+
+def test_encoder_codes_again_after_a_table_size_change() -> None:
+    ours, theirs = ReusingEncoder(), hpack.Encoder()
+    for fields in (HEAD, HEAD):
+        assert ours.encode(fields) == theirs.encode(fields)
+    ours.header_table_size = theirs.header_table_size = 1024
+    block = ours.encode(HEAD)
+    assert block == theirs.encode(HEAD)
+    assert block[0] & 0xE0 == 0x20  # starts with the size update
+
+
+def test_encoder_never_reuses_for_never_indexed_fields() -> None:
+    ours, theirs = ReusingEncoder(), hpack.Encoder()
+    sensitive = [hpack.NeverIndexedHeaderTuple(*field) for field in HEAD]
+    for fields in (HEAD, HEAD, sensitive, HEAD, sensitive):
+        assert ours.encode(fields) == theirs.encode(fields)
+
+
+def request_blocks() -> list[bytes]:
+    encoder = hpack.Encoder()
+    other = [*REQUEST[:3], (b":path", b"/other")]
+    return [encoder.encode(fields) for fields in (REQUEST, REQUEST, REQUEST, other, REQUEST)]
+
+
+def test_decoder_lists_match_hpack() -> None:
+    ours, theirs = ReusingDecoder(), hpack.Decoder()
+    for block in request_blocks():
+        assert ours.decode(block, raw=True) == theirs.decode(block, raw=True)
+
+
+def test_decoder_decodes_a_repeated_block_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    decoder = ReusingDecoder()
+    blocks = request_blocks()
+    decoder.decode(blocks[0], raw=True)
+    expected = decoder.decode(blocks[1], raw=True)
+    monkeypatch.setattr(decoder, "_decode_indexed", None)  # decoding again would fail
+    assert decoder.decode(blocks[2], raw=True) == expected
+    # A copy each time: a caller changing its list changes no other.
+    decoder.decode(blocks[2], raw=True).clear()
+    assert decoder.decode(blocks[2], raw=True) == expected
+
+
+def test_decoder_applies_a_lowered_header_list_limit_to_a_repeated_block() -> None:
+    decoder = ReusingDecoder()
+    blocks = request_blocks()
+    decoder.decode(blocks[0], raw=True)
+    decoder.decode(blocks[1], raw=True)
+    decoder.max_header_list_size = 100
+    with pytest.raises(hpack.OversizedHeaderListError):
+        decoder.decode(blocks[2], raw=True)
+
+
+def test_decoder_keeps_a_bounded_number_of_small_blocks() -> None:
+    decoder = ReusingDecoder()
+    for index in range(3 * MAX_REUSED_BLOCKS):
+        # Literal without indexing: changes nothing, so each is kept until the bound.
+        decoder.decode(b"\x00\x01a\x02" + b"%02d" % index, raw=True)
+    big = hpack.Encoder().encode([hpack.NeverIndexedHeaderTuple(b"a", b"x" * 640)], huffman=False)
+    decoder.decode(big, raw=True)
+    assert len(decoder._lists) == MAX_REUSED_BLOCKS
+    assert big not in decoder._lists
+
+
+def test_connection_forgets_closed_streams() -> None:
+    pair = Pair()
+    pair.handshake()
+    server: H2Protocol = pair.server
+    for _ in range(500):
+        stream_id = pair.request()
+        (request,) = of_type(pair.to_server(), RequestReceived)
+        assert request.stream_id == stream_id
+        server.send_headers(stream_id, 200, HEAD[1:], end=False)
+        server.send_data(stream_id, b"Hello, world!", end=True)
+        server.stream_finished(stream_id)
+        pair.to_client()
+    assert len(server._conn.streams) <= 128
+
+
+def test_responses_decode_after_the_client_shrinks_its_table() -> None:
+    # Kept blocks index the old table; after SETTINGS_HEADER_TABLE_SIZE the next head
+    # carries the size update and codes its fields again, as the client expects.
+    pair = Pair()
+    pair.handshake()
+    heads = []
+    for table_size in (None, None, 0, None, 64, None):
+        if table_size is not None:
+            pair.client.update_settings({SettingCodes.HEADER_TABLE_SIZE: table_size})
+        stream_id = pair.request()
+        pair.to_server()
+        pair.server.send_headers(stream_id, 200, HEAD[1:], end=True)
+        pair.server.stream_finished(stream_id)
+        (response,) = of_type(pair.to_client(), h2.events.ResponseReceived)
+        heads.append(response.headers)
+    assert heads == [HEAD] * 6

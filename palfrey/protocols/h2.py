@@ -18,7 +18,11 @@ contract). It adds what h2 leaves to its user:
   (:meth:`send_data` sends what fits and says how much);
 - graceful shutdown uses the two-step GOAWAY of RFC 9113 §6.8 built from
   frames directly, since h2's own ``close_connection`` forbids any further
-  frame on the streams still being answered.
+  frame on the streams still being answered;
+- work h2 and hpack would repeat for every request is done once: a header
+  block seen before with the HPACK tables unchanged is not coded again
+  (:class:`ReusingEncoder`, :class:`ReusingDecoder`), and h2's walk over all
+  its streams on each new one is amortized (:class:`_Connection`).
 
 Everything h2 raises for bad input becomes :class:`H2ConnectionError` (the
 GOAWAY is already queued) and anything the app's side cannot do any more on a
@@ -35,6 +39,7 @@ import h2.exceptions
 import h2.settings
 import hpack
 import hyperframe.exceptions
+from hpack.table import HeaderTable
 from hyperframe.frame import GoAwayFrame, PingFrame, SettingsFrame
 
 from palfrey.protocols.events import (
@@ -70,6 +75,9 @@ SUPPORTED_PROTOCOLS = frozenset((b"websocket",))
 #: h2's own header-list bound, a multiple of the advertised one: a list between the
 #: two gets a 431 on its stream, a larger one ends the connection.
 _HARD_HEADER_LIST_FACTOR = 4
+
+#: Streams h2 may hold (open or closed) before closed ones are forgotten.
+_PRUNE_FLOOR = 64
 
 _H2_ERRORS = (
     h2.exceptions.H2Error,
@@ -128,7 +136,9 @@ class H2Protocol:
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
-        conn = h2.connection.H2Connection(config=config)
+        conn = _Connection(config=config)
+        conn.encoder = ReusingEncoder()
+        conn.decoder = ReusingDecoder()
         settings: dict[int, int] = {
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: max_header_list_size,
             h2.settings.SettingCodes.MAX_FRAME_SIZE: max_inbound_frame_size,
@@ -483,6 +493,137 @@ def _response_headers(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, b
         for field in headers
         if field[0] not in _CONNECTION_FIELDS and (field[0] != b"te" or field[1] == b"trailers")
     ]
+
+
+class _Connection(h2.connection.H2Connection):
+    """h2's connection without its count of open streams on every new stream.
+
+    h2 counts (walking every stream it holds) only to enforce its own
+    SETTINGS_MAX_CONCURRENT_STREAMS, which is left unset here (``_request``
+    enforces Palfrey's), and forgets closed streams during that walk. The walk
+    is done once the streams held have doubled since the last one instead, so
+    closed streams are still forgotten and their number stays bounded, at a
+    constant cost per stream. Between walks it reports no stream open, which
+    h2 only compares with that unset limit.
+    """
+
+    _prune_at = _PRUNE_FLOOR
+
+    @property
+    def open_inbound_streams(self) -> int:
+        if len(self.streams) < self._prune_at:
+            return 0
+        count = self._open_streams(int(not self.config.client_side))
+        self._prune_at = max(_PRUNE_FLOOR, 2 * len(self.streams))
+        return count
+
+
+class VersionedTable(HeaderTable):
+    """hpack's dynamic table, counting its changes in :attr:`version`.
+
+    A header block is coded from the header list and the table alone, so one
+    coded while the count stood still (it added nothing to the table) codes
+    the same way again for as long as the count stands: see
+    :class:`ReusingEncoder` and :class:`ReusingDecoder`.
+    """
+
+    version = 0
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.version += 1
+        super().add(name, value)
+
+    @property
+    def maxsize(self) -> int:
+        return self._maxsize
+
+    @maxsize.setter
+    def maxsize(self, value: int) -> None:
+        self.version += 1
+        HeaderTable.maxsize.fset(self, value)  # type: ignore[attr-defined]
+
+
+#: Header blocks (or lists) each codec keeps for reuse, all coded against its current table.
+MAX_REUSED_BLOCKS = 32
+#: Larger header blocks are coded every time: they are rarely repeated whole, and this
+#: bounds what is kept (a block of n bytes holds at most n fields).
+MAX_REUSED_BLOCK_SIZE = 256
+
+
+class ReusingEncoder(hpack.Encoder):
+    """hpack's encoder, handing back the block it coded before for a response head it saw.
+
+    Responses repeat their heads (same status, same fields), and once those
+    fields are in the dynamic table their block is a few indices that cost
+    hpack a table search, tuples and log calls per field. A block is kept
+    only if coding it changed nothing in the table, and all are dropped once
+    the table changes, so a kept block is exactly what coding again would
+    give. Only plain 2-tuples are reused: a :class:`hpack.HeaderTuple` (such
+    as a never-indexed field) compares equal to one but codes differently.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table: VersionedTable = VersionedTable()
+        self._blocks: dict[tuple[tuple[bytes, bytes], ...], bytes] = {}
+        self._version = 0
+
+    def encode(self, headers, huffman: bool = True) -> bytes:  # type: ignore[no-untyped-def, override]
+        table = self.header_table
+        fields = tuple(headers)
+        if not huffman or table.resized or not all(type(field) is tuple for field in fields):
+            return super().encode(fields, huffman)
+        blocks = self._blocks
+        if table.version != self._version:
+            blocks.clear()
+            self._version = table.version
+        block = blocks.get(fields)
+        if block is None:
+            block = super().encode(fields)
+            if (
+                table.version == self._version
+                and len(block) <= MAX_REUSED_BLOCK_SIZE
+                and len(blocks) < MAX_REUSED_BLOCKS
+            ):
+                blocks[fields] = block
+        return block
+
+
+class ReusingDecoder(hpack.Decoder):
+    """hpack's decoder, handing back the header list it decoded before for a block it saw.
+
+    A client repeating a request (same path, same fields) sends the same few
+    indices each time once its fields are in the dynamic table. A list is
+    kept only if decoding its block changed nothing in the table, and all are
+    dropped once the table or a limit (header list size, table size)
+    changes, so a kept list is exactly what decoding again would give, and
+    holds only fields the table holds anyway.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.header_table: VersionedTable = VersionedTable()
+        self._lists: dict[bytes, list[hpack.HeaderTuple]] = {}
+        self._state = (0, 0, 0, False)
+
+    def decode(self, data: bytes, raw: bool = False) -> list[hpack.HeaderTuple]:  # type: ignore[override]
+        table = self.header_table
+        lists = self._lists
+        state = (table.version, self.max_header_list_size, self.max_allowed_table_size, raw)
+        if state != self._state:
+            lists.clear()
+            self._state = state
+        headers = lists.get(data)
+        if headers is not None:
+            return list(headers)  # a copy: the caller may change its list
+        headers = list(super().decode(data, raw))
+        if (
+            table.version == state[0]
+            and len(data) <= MAX_REUSED_BLOCK_SIZE
+            and len(lists) < MAX_REUSED_BLOCKS
+        ):
+            lists[bytes(data)] = list(headers)
+        return headers
 
 
 #: Frames the peer may send at will that cost work and carry nothing for a stream:
