@@ -83,7 +83,7 @@ class H1Connection:
         "nursery",
         "pending_error",
         "protocol",
-        "rewrite_proxy_headers",
+        "proxy",
         "scheme",
         "server",
         "socket_stream",
@@ -126,7 +126,7 @@ class H1Connection:
         self.server = server
         #: The connection's ``tls`` scope extension (TLS only), shared by its requests.
         self.tls = tls
-        self.app, self.rewrite_proxy_headers = connection_app(state, client)
+        self.app, self.proxy = connection_app(state, client)
         self.upgrade_handler = upgrade_handler
         self.h2c_handler = h2c_handler
         #: Bytes read before this object existed (while choosing the protocol).

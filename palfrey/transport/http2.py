@@ -129,7 +129,7 @@ class H2Connection:
         "linger",
         "nursery",
         "protocol",
-        "rewrite_proxy_headers",
+        "proxy",
         "scheme",
         "sending",
         "server",
@@ -165,7 +165,7 @@ class H2Connection:
         self.server = server
         #: The connection's ``tls`` scope extension (TLS only), shared by its streams.
         self.tls = tls
-        self.app, self.rewrite_proxy_headers = connection_app(state, client)
+        self.app, self.proxy = connection_app(state, client)
         self.stream_upgrade = stream_upgrade
         self.nursery: trio.Nursery | None = None
         #: Close gently (half-close, then drain briefly), so that input still in

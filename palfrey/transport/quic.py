@@ -321,7 +321,7 @@ class QuicConnectionTask:
         "handshake_counted",
         "nursery",
         "protocol",
-        "rewrite_proxy_headers",
+        "proxy",
         "server",
         "state",
         "tls",
@@ -342,7 +342,7 @@ class QuicConnectionTask:
         self.handshake_counted = False
         #: The ``tls`` scope extension, once the handshake has settled what it says.
         self.tls: dict[str, Any] | None = None
-        self.app, self.rewrite_proxy_headers = connection_app(state, client)
+        self.app, self.proxy = connection_app(state, client)
         self._queue: deque[tuple[bytes, Any]] = deque()
         self._streams: dict[int, H3Stream] = {}
         self._wake = trio.Event()

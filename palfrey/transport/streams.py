@@ -31,15 +31,13 @@ if TYPE_CHECKING:
 #: Takes over a request that asked to switch protocols; returns how the stream
 #: ended, or None when it declined (the request is then served as plain HTTP).
 UpgradeHandler = Callable[[dict[str, Any]], Awaitable[Outcome | None]]
-#: Rewrites a scope from the proxy headers of a request whose peer is trusted.
-ProxyRewrite = Callable[[dict[str, Any]], None]
 
 
 class RequestOrigin(Protocol):
     """The connection a request arrived on: what every request on it shares.
 
     ``tls`` is the connection's ``tls`` scope extension (TLS connections only).
-    ``app`` and ``rewrite_proxy_headers`` come from :func:`connection_app`.
+    ``app`` and ``proxy`` come from :func:`connection_app`.
     """
 
     scheme: str
@@ -47,12 +45,15 @@ class RequestOrigin(Protocol):
     server: Address
     tls: dict[str, Any] | None
     app: ASGIApp
-    rewrite_proxy_headers: ProxyRewrite | None
+    proxy: ProxyHeadersMiddleware | None
 
 
-def connection_app(state: ServerState, client: Address) -> tuple[ASGIApp, ProxyRewrite | None]:
+def connection_app(
+    state: ServerState, client: Address
+) -> tuple[ASGIApp, ProxyHeadersMiddleware | None]:
     """The app the HTTP requests of a connection from ``client`` run, and the proxy-header
-    rewrite each of their scopes gets first (None: the peer is not a trusted proxy).
+    middleware whose ``rewrite`` each of their scopes gets first (None: the peer is
+    not a trusted proxy).
 
     Whether the peer is a trusted proxy cannot change while it stays connected,
     so it is decided once, when the connection opens, instead of by
@@ -62,7 +63,7 @@ def connection_app(state: ServerState, client: Address) -> tuple[ASGIApp, ProxyR
     app = state.app
     if not isinstance(app, ProxyHeadersMiddleware):
         return app, None
-    return app.app, app.rewrite if app.trusted.peer_trusted(client) else None
+    return app.app, app if app.trusted.peer_trusted(client) else None
 
 
 async def serve_request(
@@ -111,9 +112,9 @@ async def serve_request(
             outcome = await upgrade(scope)
             if outcome is not None:
                 return outcome
-        rewrite = origin.rewrite_proxy_headers
-        if rewrite is not None:
-            rewrite(scope)
+        proxy = origin.proxy
+        if proxy is not None:
+            proxy.rewrite(scope)
         return await HTTPCycle(scope, stream, state.defaults, metrics=state.metrics).run(origin.app)
     finally:
         if limiter is not None:
