@@ -603,6 +603,28 @@ def test_frame_over_max_frame_size_refused_at_its_header() -> None:
     assert goaway.error_code == ErrorCodes.FRAME_SIZE_ERROR
 
 
+def test_large_frame_in_the_same_read_as_the_settings_ack_is_accepted() -> None:
+    # A raised --h2-max-inbound-frame-size applies from the client's ACK on, also to a
+    # frame that arrives in the same read as that ACK.
+    pair = Pair(max_inbound_frame_size=65536)
+    pair.to_server()
+    pair.to_client()  # the client takes the server's SETTINGS and queues its ACK
+    stream_id = pair.request(end=False)
+    pair.client.send_data(stream_id, b"x" * 20000, end_stream=True)
+    events = pair.to_server()
+    assert sum(len(event.data) for event in of_type(events, StreamData)) == 20000
+
+
+def test_frame_over_the_raised_limit_is_still_refused() -> None:
+    pair = Pair(max_inbound_frame_size=65536)
+    pair.handshake()
+    stream_id = pair.request(end=False)
+    pair.to_server()
+    with pytest.raises(H2ConnectionError) as info:
+        pair.server.receive_data(frame_header(65537, 0x0, 0x0, stream_id) + b"x" * 65537)
+    assert info.value.error_code == ErrorCodes.FRAME_SIZE_ERROR
+
+
 def test_server_preface_is_settings_then_connection_window() -> None:
     server = H2Protocol(
         max_concurrent_streams=7, max_header_list_size=5000, connection_window=1 << 20

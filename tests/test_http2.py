@@ -713,3 +713,18 @@ async def test_client_leaving_disconnects_every_stream() -> None:
             while len(disconnected) < 3:
                 await trio.sleep(0.01)
     assert disconnected == ["http.disconnect"] * 3
+
+
+async def test_raised_max_inbound_frame_size_takes_frames_that_large() -> None:
+    # httpx's h2 sends DATA frames as large as the server allows (here one of 60,000
+    # bytes): the advertised limit must be the one enforced.
+    body = b"y" * 60_000
+    async with (
+        run_server(app, h2_max_inbound_frame_size=65_536) as srv,
+        httpx.AsyncClient(http1=False, http2=True) as client,
+    ):
+        response = await client.post(srv.url + "/echo", content=body)
+        second = await client.post(srv.url + "/echo", content=body)
+    assert response.http_version == "HTTP/2"
+    assert response.content == body
+    assert second.content == body

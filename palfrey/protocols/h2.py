@@ -146,6 +146,9 @@ class H2Protocol:
         if connect_protocol:
             settings[h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL] = 1
         conn.local_settings = h2.settings.Settings(client=False, initial_values=settings)
+        # h2 read the frame size limit from its default settings when it was made, and an
+        # ACK moves it only for a changed setting: these are in force from the start.
+        conn.max_inbound_frame_size = max_inbound_frame_size
         self._hard_header_limit = max_header_list_size * _HARD_HEADER_LIST_FACTOR
         conn.decoder.max_header_list_size = self._hard_header_limit
         self._conn = conn
