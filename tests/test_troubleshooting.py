@@ -45,7 +45,7 @@ SOURCES = (
     "observability/access_format.py",
 )
 #: Not user-facing: maintainers' tools that regenerate docs/limits.md and the reference.
-EXCLUDED_FILES = {"config/limits.py", "config/reference.py"}
+EXCLUDED_FILES = {"config/limits.py", "config/reference.py", "config/generated_section.py"}
 #: Exceptions whose message is printed to the user as is.
 USER_ERRORS = {
     "ConfigError",

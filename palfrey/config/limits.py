@@ -14,13 +14,12 @@ flags: the docs test takes every ``--flag`` the docs mention for Palfrey's.)
 
 from __future__ import annotations
 
-import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import attrs
 
+from palfrey.config.generated_section import GeneratedSection
 from palfrey.config.schema import Option, options
 
 START_MARKER = "<!-- limits-table:start (python -m palfrey.config.limits write docs/limits.md) -->"
@@ -375,40 +374,13 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
-def replace_table(text: str) -> str:
-    """``text`` with the table between the markers replaced by :func:`render`."""
-    if START_MARKER not in text or END_MARKER not in text:
-        raise ValueError(f"the page lacks the markers {START_MARKER} and {END_MARKER}")
-    start = text.index(START_MARKER) + len(START_MARKER)
-    end = text.index(END_MARKER)
-    return f"{text[:start]}\n\n{render()}\n{text[end:]}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Regenerate or check the docs' copy, so a changed default or row reaches the docs."""
-    parser = argparse.ArgumentParser(
-        prog="python -m palfrey.config.limits",
-        description="Print the limits table, or write or check it in a Markdown file"
-        " between its markers.",
-    )
-    parser.add_argument("action", choices=("print", "write", "check"))
-    parser.add_argument("file", nargs="?", type=Path, help="the page (write and check)")
-    args = parser.parse_args(argv)
-    if args.action == "print":
-        sys.stdout.write(render())
-        return 0
-    if args.file is None:
-        parser.error(f"{args.action} needs the file")
-    path: Path = args.file
-    text = path.read_text()
-    updated = replace_table(text)
-    if args.action == "check":
-        if updated != text:
-            sys.stderr.write(f"{path}: the limits table is stale; run the write action\n")
-            return 1
-        return 0
-    path.write_text(updated)
-    return 0
+SECTION = GeneratedSection(
+    "the limits table", "palfrey.config.limits", START_MARKER, END_MARKER, render
+)
+#: ``text`` with the section between the markers rendered afresh.
+replace_table = SECTION.replace
+#: ``python -m palfrey.config.limits print|write|check [FILE]``.
+main = SECTION.main
 
 
 if __name__ == "__main__":

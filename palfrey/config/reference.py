@@ -16,15 +16,14 @@ reference between the markers; ``check`` instead exits 1 when it is stale.
 
 from __future__ import annotations
 
-import argparse
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import attrs
 
 from palfrey.config.cli import flag_name
+from palfrey.config.generated_section import GeneratedSection
 from palfrey.config.schema import Option, options
 from palfrey.config.sources import env_var_name
 
@@ -157,43 +156,13 @@ def render() -> str:
     return "\n".join(lines)
 
 
-def replace_reference(text: str) -> str:
-    """``text`` with the reference between the markers replaced by :func:`render`."""
-    if START_MARKER not in text or END_MARKER not in text:
-        raise ValueError(f"the page lacks the markers {START_MARKER} and {END_MARKER}")
-    start = text.index(START_MARKER) + len(START_MARKER)
-    end = text.index(END_MARKER)
-    return f"{text[:start]}\n\n{render()}\n{text[end:]}"
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Regenerate or check the docs' copy, so a new or changed option reaches the docs."""
-    parser = argparse.ArgumentParser(
-        prog="python -m palfrey.config.reference",
-        description="Print the configuration reference, or write or check it in a Markdown"
-        " file between its markers.",
-    )
-    parser.add_argument("action", choices=("print", "write", "check"))
-    parser.add_argument("file", nargs="?", type=Path, help="the page (write and check)")
-    args = parser.parse_args(argv)
-    if args.action == "print":
-        sys.stdout.write(render())
-        return 0
-    if args.file is None:
-        parser.error(f"{args.action} needs the file")
-    path: Path = args.file
-    text = path.read_text()
-    updated = replace_reference(text)
-    if args.action == "check":
-        if updated != text:
-            sys.stderr.write(
-                f"{path}: the configuration reference is stale; run"
-                f" python -m palfrey.config.reference write {path}\n"
-            )
-            return 1
-        return 0
-    path.write_text(updated)
-    return 0
+SECTION = GeneratedSection(
+    "the configuration reference", "palfrey.config.reference", START_MARKER, END_MARKER, render
+)
+#: ``text`` with the section between the markers rendered afresh.
+replace_reference = SECTION.replace
+#: ``python -m palfrey.config.reference print|write|check [FILE]``.
+main = SECTION.main
 
 
 if __name__ == "__main__":
