@@ -8,12 +8,22 @@ Palfrey's fast parser does (one parser per connection, one callback per request)
 ``--parse h11`` runs h11's server state machine for every request, reading
 events until it pauses, and writes the fixed answer through it.
 
-Usage: ``python benchmarks/bare_trio.py --port 8000 [--parse httptools|h11]``
+``--parse asgi`` is the least an ASGI server on trio can do while keeping
+Palfrey's contracts: llhttp parses, each request gets a scope dict and runs
+``apps.app`` in its own copy of the connection's context, and every
+``receive()`` and ``send()`` is a trio checkpoint. It validates nothing and
+serves only well-formed, unpipelined requests with a known body length, so
+it is a ceiling, not a server.
+
+Usage: ``python benchmarks/bare_trio.py --port 8000 [--parse httptools|h11|asgi]``
 """
 
 from __future__ import annotations
 
 import argparse
+import contextvars
+import types
+from collections.abc import Coroutine, Generator
 from email.utils import formatdate
 from functools import partial
 from typing import Any
@@ -127,8 +137,127 @@ async def serve_h11(stream: trio.SocketStream) -> None:
                 return
 
 
+class _Request:
+    """httptools callbacks for the ASGI ceiling: one request's head and body."""
+
+    __slots__ = ("body", "complete", "headers", "keep_alive", "parser", "url")
+
+    def __init__(self) -> None:
+        self.parser: Any = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.url = b""
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body = b""
+        self.complete = False
+        self.keep_alive = True
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_body(self, body: bytes) -> None:
+        self.body += body
+
+    def on_message_complete(self) -> None:
+        # llhttp resets its keep-alive flags right after this callback, so ask now.
+        self.keep_alive = self.parser.should_keep_alive()
+        self.complete = True
+
+
+@types.coroutine
+def _in_context(context: contextvars.Context, coro: Coroutine[Any, Any, Any]) -> Generator:
+    """``await coro`` with each of its steps run in ``context``."""
+    step: Any = coro.send
+    value: Any = None
+    while True:
+        try:
+            yielded = context.run(step, value)
+        except StopIteration as done:
+            return done.value
+        try:
+            value = yield yielded
+        except BaseException as exc:
+            step, value = coro.throw, exc
+        else:
+            step = coro.send
+
+
+async def serve_asgi(stream: trio.SocketStream) -> None:
+    """Parse with httptools and run each request through ``apps.app``."""
+    import httptools  # noqa: PLC0415 - only this mode needs it
+    from apps import app  # noqa: PLC0415 - benchmarks/ is on the path, as for every server
+
+    date = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
+    address = stream.socket.getsockname()
+    server = (address[0], address[1])
+    peer = stream.socket.getpeername()
+    client = (peer[0], peer[1])
+    request = _Request()
+    parser = request.parser = httptools.HttpRequestParser(request)
+    async with stream:
+        while data := await stream.receive_some(65536):
+            try:
+                parser.feed_data(data)
+            except httptools.HttpParserError:
+                return
+            if not request.complete:
+                continue
+            keep_alive = request.keep_alive
+            path, _, query = request.url.partition(b"?")
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0", "spec_version": "2.4"},
+                "http_version": parser.get_http_version(),
+                "method": parser.get_method().decode("ascii"),
+                "scheme": "http",
+                "path": path.decode("ascii"),
+                "raw_path": path,
+                "query_string": query,
+                "root_path": "",
+                "headers": request.headers,
+                "client": client,
+                "server": server,
+                "extensions": {},
+            }
+            body = request.body
+            head: list[bytes] = []
+
+            async def receive(body: bytes = body) -> dict[str, Any]:
+                await trio.lowlevel.checkpoint()
+                return {"type": "http.request", "body": body, "more_body": False}
+
+            async def send(
+                message: dict[str, Any], head: list[bytes] = head, keep_alive: bool = keep_alive
+            ) -> None:
+                if message["type"] == "http.response.start":
+                    await trio.lowlevel.checkpoint()
+                    head.append(b"HTTP/1.1 %d OK\r\n" % message["status"])
+                    head.extend(b"%s: %s\r\n" % field for field in message["headers"])
+                    head.append(b"server: bare\r\n" + date)
+                    if not keep_alive:
+                        head.append(b"connection: close\r\n")
+                    head.append(b"\r\n")
+                    return
+                out = message.get("body", b"")
+                if head:
+                    out = b"".join(head) + out
+                    head.clear()
+                await stream.send_all(out)
+
+            request.reset()
+            await _in_context(contextvars.copy_context(), app(scope, receive, send))
+            if not keep_alive:
+                return
+
+
 async def main(port: int, parse: str) -> None:
-    serve = {"httptools": serve_parsing, "h11": serve_h11}.get(parse, serve_counting)
+    serve = {"httptools": serve_parsing, "h11": serve_h11, "asgi": serve_asgi}.get(
+        parse, serve_counting
+    )
 
     async def handler(stream: trio.SocketStream) -> None:
         try:
@@ -142,6 +271,6 @@ async def main(port: int, parse: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8000)
-    parser.add_argument("--parse", choices=("none", "httptools", "h11"), default="none")
+    parser.add_argument("--parse", choices=("none", "httptools", "h11", "asgi"), default="none")
     arguments = parser.parse_args()
     trio.run(partial(main, arguments.port, arguments.parse))
