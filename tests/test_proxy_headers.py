@@ -55,6 +55,37 @@ class TestThroughTheServer:
             )
         assert seen == "https://203.0.113.7:0"
 
+    async def test_ipv6_loopback_proxy_is_trusted_by_default(
+        self, serve: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        # Uvicorn's default, 127.0.0.1,::1: a local proxy may reach us over either.
+        monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+        async with serve(client_app, host="::1") as srv:
+            seen, _ = await fetch(srv, [("X-Forwarded-For", "203.0.113.7")])
+        assert seen == "http://203.0.113.7:0"
+
+    @pytest.mark.parametrize(
+        ("environment", "option", "trusted"),
+        [
+            ("10.0.0.1", None, False),  # $FORWARDED_ALLOW_IPS replaces the default, as in Uvicorn
+            ("10.0.0.1,127.0.0.1", None, True),
+            ("10.0.0.1", "127.0.0.1", True),  # the option wins over it
+        ],
+    )
+    async def test_forwarded_allow_ips_environment_variable(
+        self,
+        serve: Any,
+        monkeypatch: pytest.MonkeyPatch,
+        environment: str,
+        option: str | None,
+        trusted: bool,
+    ) -> None:
+        monkeypatch.setenv("FORWARDED_ALLOW_IPS", environment)
+        options = {} if option is None else {"forwarded_allow_ips": option}
+        async with serve(client_app, **options) as srv:
+            seen, port = await fetch(srv, [("X-Forwarded-For", "203.0.113.7")])
+        assert seen == ("http://203.0.113.7:0" if trusted else f"http://127.0.0.1:{port}")
+
     async def test_chain_is_read_right_to_left(self, serve: Any) -> None:
         async with serve(client_app, forwarded_allow_ips="127.0.0.1,10.0.0.0/8") as srv:
             seen, _ = await fetch(srv, [("X-Forwarded-For", "198.51.100.1, 203.0.113.7, 10.1.2.3")])

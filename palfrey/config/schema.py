@@ -416,10 +416,11 @@ class Config:
         negatable=True,
         group="protocol",
     )
-    forwarded_allow_ips: str = _option(
-        "127.0.0.1",
+    forwarded_allow_ips: str | None = _option(
+        None,
         "Comma-separated IPs/networks trusted for proxy headers, 'unix' for"
-        " UNIX socket peers, or '*' for all.",
+        " UNIX socket peers, or '*' for all; unset means $FORWARDED_ALLOW_IPS,"
+        " else '127.0.0.1,::1'.",
         group="protocol",
     )
     server_header: bool = _option(
@@ -784,6 +785,19 @@ class Config:
             return 1
         text = os.environ.get("WEB_CONCURRENCY", "")
         return int(text) if text.isdigit() and int(text) > 0 else 1
+
+    @property
+    def trusted_proxies(self) -> str:
+        """``--forwarded-allow-ips``, else ``$FORWARDED_ALLOW_IPS``, else ``127.0.0.1,::1``.
+
+        Uvicorn's order and default, so that a deployment moving over keeps
+        trusting the proxies it trusted: the local proxy on either loopback
+        address, or whatever the environment names. ``PALFREY_FORWARDED_ALLOW_IPS``
+        sets the option itself, so it wins over ``$FORWARDED_ALLOW_IPS``.
+        """
+        if self.forwarded_allow_ips is not None:
+            return self.forwarded_allow_ips
+        return os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
     @property
     def uses_supervisor(self) -> bool:

@@ -58,7 +58,7 @@ class Server:
         self.config = config
         self.sockets = sockets
         if config.proxy_headers:
-            app = ProxyHeadersMiddleware(app, config.forwarded_allow_ips)
+            app = ProxyHeadersMiddleware(app, config.trusted_proxies)
         max_requests = config.limit_max_requests
         if max_requests is not None and config.limit_max_requests_jitter:
             max_requests += random.randint(0, config.limit_max_requests_jitter)

@@ -379,6 +379,25 @@ class TestEnvironment:
     def test_unrelated_prefixed_variables_are_ignored(self):
         assert load("m:a", env={"PALFREY_SOMETHING_ELSE": "x"}).port == 8000
 
+    @pytest.mark.parametrize(
+        ("argv", "env", "uvicorn_variable", "trusted"),
+        [
+            ([], {}, None, "127.0.0.1,::1"),
+            ([], {}, "10.0.0.0/8", "10.0.0.0/8"),
+            ([], {"PALFREY_FORWARDED_ALLOW_IPS": "10.0.0.1"}, "10.0.0.0/8", "10.0.0.1"),
+            (["--forwarded-allow-ips", "*"], {}, "10.0.0.0/8", "*"),
+        ],
+    )
+    def test_trusted_proxies_follow_uvicorn(
+        self, monkeypatch, argv, env, uvicorn_variable, trusted
+    ):
+        # Uvicorn reads $FORWARDED_ALLOW_IPS when the option is not given.
+        if uvicorn_variable is None:
+            monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+        else:
+            monkeypatch.setenv("FORWARDED_ALLOW_IPS", uvicorn_variable)
+        assert load("m:a", *argv, env=env).trusted_proxies == trusted
+
     def test_environ_defaults_to_os_environ(self, monkeypatch):
         monkeypatch.setenv("PALFREY_PORT", "4321")
         assert load_config(["m:a"]).port == 4321
