@@ -6,6 +6,7 @@ import contextlib
 from typing import Any
 
 import httpx
+import pytest
 import trio
 from h1_client import (
     WAIT,
@@ -14,6 +15,8 @@ from h1_client import (
     ok_app,
     request,
 )
+
+from palfrey.transport.socket_stream import SocketStream
 
 Scope = dict[str, Any]
 
@@ -380,6 +383,54 @@ class TestResponseHeaders:
                 assert response.header(b"transfer-encoding") is None
             await client.send(request(target="/200"))
             assert (await client.read_response()).status == 200
+
+
+class TestLargeBodies:
+    """A large first body message goes out beside its head by one gathering ``sendmsg``."""
+
+    BODY = bytes(range(256)) * 4 * 1024  # 1 MiB, no two neighbouring KiB alike
+
+    @staticmethod
+    def large_app(body: bytes, *, length: bool) -> Any:
+        async def app(scope: Scope, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            headers = [(b"content-length", b"%d" % len(body))] if length else []
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+
+        return app
+
+    @pytest.mark.parametrize("length", [True, False], ids=["content-length", "chunked"])
+    async def test_body_arrives_whole_on_a_kept_alive_connection(
+        self, serve: Any, length: bool
+    ) -> None:
+        async with serve(self.large_app(self.BODY, length=length)) as srv, connect(srv) as client:
+            for method in ("GET", "HEAD", "GET"):
+                await client.send(request(method))
+                response = await client.read_response(head_request=method == "HEAD")
+                assert response.status == 200
+                assert response.body == (b"" if method == "HEAD" else self.BODY)
+                framing = b"content-length" if length else b"transfer-encoding"
+                assert response.header(framing) is not None
+
+    @pytest.mark.parametrize(("size", "gathered"), [(16 * 1024, True), (16 * 1024 - 1, False)])
+    async def test_only_bodies_from_the_threshold_on_are_gathered(
+        self, serve: Any, monkeypatch: pytest.MonkeyPatch, size: int, gathered: bool
+    ) -> None:
+        calls: list[int] = []
+        original = SocketStream.send_all_parts
+
+        async def counting(stream: SocketStream, first: bytes, second: bytes) -> None:
+            calls.append(len(second))
+            await original(stream, first, second)
+
+        monkeypatch.setattr(SocketStream, "send_all_parts", counting)
+        body = b"x" * size
+        async with serve(self.large_app(body, length=True)) as srv:
+            async with httpx.AsyncClient() as http:
+                assert (await http.get(srv.url)).content == body
+        assert calls == ([size] if gathered else [])
 
 
 async def test_many_sequential_connections(serve: Any) -> None:

@@ -430,3 +430,79 @@ async def test_a_wildcard_listener_reports_the_address_each_connection_reached(
         client_address = stream.socket.getsockname()
         await stream.aclose()
     assert seen == [(client_address, ("127.0.0.1", srv.port))]
+
+
+# Gathered writes: a head and a body in one sendmsg.
+
+
+async def _read_exactly(stream: SocketStream, size: int) -> bytes:
+    received = bytearray()
+    while len(received) < size:
+        received.extend(await stream.receive_some(65536))
+    return bytes(received)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        (b"head", b"body"),
+        (b"", b"only the second"),
+        (bytes(range(256)) * 16 * 1024, b"after a first part larger than any buffer"),
+        (b"short head", bytes(range(256)) * 16 * 1024),
+        (bytes(range(256)) * 8 * 1024, bytes(range(255, -1, -1)) * 8 * 1024),
+    ],
+    ids=["small", "empty-first", "large-first", "large-second", "both-large"],
+)
+async def test_parts_arrive_whole_and_in_order(first: bytes, second: bytes) -> None:
+    left, right = small_buffer_pair()
+    received: list[bytes] = []
+
+    async def read_all() -> None:
+        received.append(await _read_exactly(right, len(first) + len(second)))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_all)
+        await left.send_all_parts(first, second)
+    assert received == [first + second]
+
+
+async def test_parts_are_one_checkpoint_like_send_all() -> None:
+    left, right = stream_pair()
+    with trio.testing.assert_checkpoints():
+        await left.send_all_parts(b"head", b"body")
+    assert await right.receive_some() == b"headbody"
+
+
+async def test_cancelled_parts_send_nothing() -> None:
+    left, right = stream_pair()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await left.send_all_parts(b"dropped ", b"both")
+    assert scope.cancelled_caught
+    await left.send_all(b"sent")
+    assert await right.receive_some() == b"sent"
+
+
+async def test_parts_follow_the_send_rules() -> None:
+    left, _right = stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(left.send_all, b"x" * 8 * 1024 * 1024)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await left.send_all_parts(b"y", b"z")
+        nursery.cancel_scope.cancel()
+    closed, _ = stream_pair()
+    await closed.send_eof()
+    with pytest.raises(trio.ClosedResourceError):
+        await closed.send_all_parts(b"late", b"parts")
+
+
+async def test_parts_nobody_reads_time_out_and_break_sending(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    left, _right = small_buffer_pair()
+    left.send_timeout = 10
+    with pytest.raises(StreamTimeout):
+        await left.send_all_parts(b"head", b"x" * 1024 * 1024)
+    with pytest.raises(trio.BrokenResourceError):
+        await left.send_all(b"y")

@@ -137,3 +137,20 @@ async def test_disconnect_listener_then_keep_alive_over_tls(
             await client.send(request())
             assert (await client.read_response()).body == b"onetwo"
         await tls.aclose()
+
+
+async def test_a_large_body_arrives_whole_over_tls(serve: Any, certificate: Certificate) -> None:
+    # Over TLS the head and body are joined before encryption (no gathering ``sendmsg``).
+    body = bytes(range(256)) * 4 * 1024
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        headers = [(b"content-length", b"%d" % len(body))]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    async with serve(app, **tls_options(certificate)) as srv:
+        async with httpx.AsyncClient(verify=certificate.client_context()) as client:
+            for _ in range(2):
+                assert (await client.get(srv.url)).content == body

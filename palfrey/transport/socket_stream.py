@@ -242,6 +242,30 @@ class SocketStream(trio.abc.HalfCloseableStream):
             return
         await cancel_shielded_checkpoint()
 
+    async def send_all_parts(self, first: bytes, second: bytes) -> None:
+        """``send_all(first + second)`` without joining them: one ``sendmsg`` gathers
+        both, so a large response body is not copied again just to follow its head.
+        The rules of :meth:`send_all` hold."""
+        if self._send_refused:
+            raise self._refusal()
+        if self._sending:
+            raise trio.BusyResourceError("another task is sending on this connection")
+        await checkpoint_if_cancelled()
+        try:
+            sent = self.socket.sendmsg((first, second))
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise _stream_error(exc) from exc
+        if self.skip_redundant_yields:
+            self._yielder = current_task()
+        if sent != len(first) + len(second):
+            await self._under_send_deadline(
+                partial(self._send_parts_when_writable, first, second, sent)
+            )
+            return
+        await cancel_shielded_checkpoint()
+
     def _refusal(self) -> trio.BrokenResourceError | trio.ClosedResourceError:
         if self._send_broken:
             return trio.BrokenResourceError("an earlier send timed out part-way")
@@ -288,6 +312,18 @@ class SocketStream(trio.abc.HalfCloseableStream):
                 raise _stream_error(exc) from exc
             if scope is not None:
                 scope.deadline = trio.current_time() + self.send_timeout
+
+    async def _send_parts_when_writable(
+        self, first: bytes, second: bytes, sent: int, scope: trio.CancelScope | None
+    ) -> None:
+        """The slow path of :meth:`send_all_parts`: what is left of each part, in turn."""
+        for part in (first, second):
+            if sent < len(part):
+                with memoryview(part) as view:
+                    await self._send_when_writable(view, sent, scope)
+                sent = 0
+            else:
+                sent -= len(part)
 
     async def send_file(self, fd: int, offset: int, count: int) -> int:
         """Copy ``count`` bytes of the file ``fd`` from ``offset`` to the socket inside the
