@@ -60,6 +60,14 @@ def counting_steps() -> Iterator[StepCounter]:
         trio.lowlevel.remove_instrument(counter)
 
 
+#: The two ways to write: whole buffers, and a head and body gathered by one ``sendmsg``.
+SENDERS = {
+    "send_all": lambda stream, data: stream.send_all(data),
+    "send_all_parts": lambda stream, data: stream.send_all_parts(data[:1], data[1:]),
+}
+each_sender = pytest.mark.parametrize("send", SENDERS.values(), ids=list(SENDERS))
+
+
 async def test_bytes_round_trip_both_ways() -> None:
     left, right = stream_pair()
     await left.send_all(b"ping")
@@ -85,22 +93,24 @@ async def test_a_write_larger_than_the_socket_buffer_arrives_whole() -> None:
     assert received == payload
 
 
-async def test_a_second_writer_during_a_parked_write_is_refused() -> None:
+@each_sender
+async def test_a_second_writer_during_a_parked_write_is_refused(send: Any) -> None:
     left, _right = stream_pair()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(left.send_all, b"x" * 8 * 1024 * 1024)
+        nursery.start_soon(send, left, b"x" * 8 * 1024 * 1024)
         await trio.testing.wait_all_tasks_blocked()
         with pytest.raises(trio.BusyResourceError):
-            await left.send_all(b"y")
+            await send(left, b"yz")
         nursery.cancel_scope.cancel()
 
 
-async def test_sending_after_eof_is_a_closed_resource() -> None:
+@each_sender
+async def test_sending_after_eof_is_a_closed_resource(send: Any) -> None:
     left, _right = stream_pair()
     await left.send_eof()
     await left.send_eof()  # idempotent, as trio's is
     with pytest.raises(trio.ClosedResourceError):
-        await left.send_all(b"late")
+        await send(left, b"late")
 
 
 async def test_closing_wakes_a_parked_reader_with_closed_resource() -> None:
@@ -144,11 +154,12 @@ async def test_a_cancelled_read_consumes_nothing() -> None:
     assert await right.receive_some() == b"kept"
 
 
-async def test_a_cancelled_write_sends_nothing() -> None:
+@each_sender
+async def test_a_cancelled_write_sends_nothing(send: Any) -> None:
     left, right = stream_pair()
     with trio.CancelScope() as scope:
         scope.cancel()
-        await left.send_all(b"dropped")
+        await send(left, b"dropped")
     assert scope.cancelled_caught
     await left.send_all(b"sent")
     assert await right.receive_some() == b"sent"
@@ -305,14 +316,15 @@ async def test_a_call_after_another_tasks_call_always_yields(second: str) -> Non
 # Slow-path deadlines.
 
 
+@each_sender
 async def test_a_write_nobody_reads_times_out_and_breaks_sending(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, send: Any
 ) -> None:
     left, right = small_buffer_pair()
     left.send_timeout = 10
     start = trio.current_time()
     with pytest.raises(StreamTimeout):
-        await left.send_all(b"x" * 1024 * 1024)
+        await send(left, b"x" * 1024 * 1024)
     assert trio.current_time() - start == pytest.approx(10)
     # Part of the message is out: no later byte, and no EOF, may follow it.
     with pytest.raises(trio.BrokenResourceError):
@@ -471,38 +483,3 @@ async def test_parts_are_one_checkpoint_like_send_all() -> None:
     with trio.testing.assert_checkpoints():
         await left.send_all_parts(b"head", b"body")
     assert await right.receive_some() == b"headbody"
-
-
-async def test_cancelled_parts_send_nothing() -> None:
-    left, right = stream_pair()
-    with trio.CancelScope() as scope:
-        scope.cancel()
-        await left.send_all_parts(b"dropped ", b"both")
-    assert scope.cancelled_caught
-    await left.send_all(b"sent")
-    assert await right.receive_some() == b"sent"
-
-
-async def test_parts_follow_the_send_rules() -> None:
-    left, _right = stream_pair()
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(left.send_all, b"x" * 8 * 1024 * 1024)
-        await trio.testing.wait_all_tasks_blocked()
-        with pytest.raises(trio.BusyResourceError):
-            await left.send_all_parts(b"y", b"z")
-        nursery.cancel_scope.cancel()
-    closed, _ = stream_pair()
-    await closed.send_eof()
-    with pytest.raises(trio.ClosedResourceError):
-        await closed.send_all_parts(b"late", b"parts")
-
-
-async def test_parts_nobody_reads_time_out_and_break_sending(
-    autojump_clock: trio.testing.MockClock,
-) -> None:
-    left, _right = small_buffer_pair()
-    left.send_timeout = 10
-    with pytest.raises(StreamTimeout):
-        await left.send_all_parts(b"head", b"x" * 1024 * 1024)
-    with pytest.raises(trio.BrokenResourceError):
-        await left.send_all(b"y")
