@@ -9,11 +9,14 @@ Palfrey's fast parser does (one parser per connection, one callback per request)
 events until it pauses, and writes the fixed answer through it.
 
 ``--parse asgi`` is the least an ASGI server on trio can do while keeping
-Palfrey's contracts: llhttp parses, each request gets a scope dict and runs
-``apps.app`` in its own copy of the connection's context, and every
-``receive()`` and ``send()`` is a trio checkpoint. It validates nothing and
-serves only well-formed, unpipelined requests with a known body length, so
-it is a ceiling, not a server.
+Palfrey's contracts, on Palfrey's own socket layer (its listener and
+``SocketStream``, with the same yield-skipping reads): llhttp parses, each
+request gets a scope dict and runs ``apps.app`` in its own copy of the
+connection's context, and every ``receive()`` and ``send()`` is a trio
+checkpoint. It validates nothing and serves only well-formed, unpipelined
+requests with a known body length, answered with a ``content-length`` (a
+response without one, such as ``apps.py``'s 404, never ends), so it is a
+ceiling, not a server.
 
 Usage: ``python benchmarks/bare_trio.py --port 8000 [--parse httptools|h11|asgi]``
 """
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import contextvars
+import socket
 from email.utils import formatdate
 from functools import partial
 from typing import Any
@@ -166,7 +170,7 @@ class _Request:
         self.complete = True
 
 
-async def serve_asgi(stream: trio.SocketStream) -> None:
+async def serve_asgi(stream: Any) -> None:
     """Parse with httptools and run each request through ``apps.app``."""
     import httptools  # noqa: PLC0415 - only this mode needs it
     from apps import app  # noqa: PLC0415 - benchmarks/ is on the path, as for every server
@@ -175,9 +179,9 @@ async def serve_asgi(stream: trio.SocketStream) -> None:
     from palfrey.transport.request_context import run_in_context  # noqa: PLC0415
 
     date = b"date: " + formatdate(usegmt=True).encode() + b"\r\n"
-    address = stream.socket.getsockname()
+    address = stream.local_address
     server = (address[0], address[1])
-    peer = stream.socket.getpeername()
+    peer = stream.peer_address
     client = (peer[0], peer[1])
     request = _Request()
     parser = request.parser = httptools.HttpRequestParser(request)
@@ -248,7 +252,13 @@ async def main(port: int, parse: str) -> None:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             return
 
-    await trio.serve_tcp(handler, port, host="127.0.0.1", backlog=4096)
+    if parse != "asgi":
+        await trio.serve_tcp(handler, port, host="127.0.0.1", backlog=4096)
+        return
+    from palfrey.transport.socket_stream import SocketListener  # noqa: PLC0415
+
+    sock = socket.create_server(("127.0.0.1", port), backlog=4096)
+    await trio.serve_listeners(handler, [SocketListener(sock, skip_redundant_yields=True)])
 
 
 if __name__ == "__main__":

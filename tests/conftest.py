@@ -21,6 +21,17 @@ from palfrey.server.server import Server
 LOGGERS = ("", "palfrey", "palfrey.access", "palfrey.error")
 
 
+#: Variables outside Palfrey's own that change what a default means; a test that needs
+#: one sets it itself, so none leaks in from the machine that runs the suite.
+FOREIGN_VARIABLES = ("FORWARDED_ALLOW_IPS", "WEB_CONCURRENCY")
+
+
+@pytest.fixture(autouse=True)
+def hermetic_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for variable in FOREIGN_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+
+
 @pytest.fixture(autouse=True)
 def restore_logging() -> Iterator[None]:
     """Whatever configures logging in-process (``configure_logging``, ``run_config``)

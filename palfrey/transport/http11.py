@@ -22,6 +22,7 @@ import functools
 import logging
 import math
 import os
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -52,8 +53,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger("palfrey.error")
 
 _CLOSE = (b"connection", b"close")
-#: ``os.sendfile`` exists here (not on Windows).
+#: ``os.sendfile`` and ``socket.sendmsg`` exist here (not on Windows).
 _SENDFILE = hasattr(os, "sendfile")
+_SENDMSG = hasattr(socket.socket, "sendmsg")
 RECEIVE_SIZE = 64 * 1024
 #: From this size on, a body goes out beside its head by one gathering ``sendmsg``
 #: rather than copied after it; below it, joining them costs less than gathering.
@@ -380,7 +382,7 @@ class H1Connection:
         head = protocol.send_response(status, headers)
         self._response_started = True
         framed = protocol.send_body(body, more=not end)
-        if len(framed) >= GATHER_MIN and self.stream is self.socket_stream:
+        if len(framed) >= GATHER_MIN and _SENDMSG and self.stream is self.socket_stream:
             await self._send_all(head, framed)
         else:
             await self._send_all(head + framed)
