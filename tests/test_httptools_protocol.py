@@ -485,6 +485,69 @@ def test_response_line_cache_stays_bounded() -> None:
     assert len(h1_wire._LINE_CACHE) <= h1_wire._LINE_CACHE_SIZE
 
 
+@pytest.mark.parametrize("request_name", list(REQUESTS))
+@pytest.mark.parametrize("response_name", list(RESPONSES))
+def test_same_response_when_remembered(request_name: str, response_name: str) -> None:
+    # The first answer renders the fields; the second may come from the remembered sections.
+    h1_wire._SECTIONS.clear()
+    data = REQUESTS[request_name]
+    first = assert_same([data + GET, EOF], RESPONSES[response_name])
+    assert assert_same([data + GET, EOF], RESPONSES[response_name]) == first
+
+
+FIELD_CHOICES = [
+    (b"content-length", b"2"),
+    (b"content-length", b"02"),
+    (b"Content-Length", b"2"),
+    (b"content-length", b"2, 2"),
+    (b"transfer-encoding", b"chunked"),
+    (b"connection", b"close"),
+    (b"connection", b"keep-alive"),
+    (b"content-type", b"text/plain"),
+    (b"X-Mixed", b"Case"),
+    (b"date", b"Sat, 05 Dec 2026 02:49:41 GMT"),
+    (b"x", b"bad\r\nvalue"),
+]
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    fields=st.lists(st.sampled_from(FIELD_CHOICES), max_size=5),
+    status=st.sampled_from([200, 204, 304, 404, 599]),
+    method=st.sampled_from([b"GET", b"HEAD", None]),
+    version=st.sampled_from(["1.1", "1.0", None]),
+    keep_alive=st.booleans(),
+)
+def test_remembered_heads_equal_rendered_ones(
+    fields: list[tuple[bytes, bytes]],
+    status: int,
+    method: bytes | None,
+    version: str | None,
+    keep_alive: bool,
+) -> None:
+    def rendered() -> Any:
+        try:
+            return h1_wire.ResponseFields(fields).response_head(status, method, version, keep_alive)
+        except LocalProtocolError as exc:
+            return str(exc)
+
+    def remembered() -> Any:
+        try:
+            return h1_wire.render_response_head(status, fields, method, version, keep_alive)
+        except LocalProtocolError as exc:
+            return str(exc)
+
+    expected = rendered()
+    assert remembered() == expected
+    assert remembered() == expected
+
+
+def test_remembered_sections_stay_bounded() -> None:
+    for i in range(3 * h1_wire._SECTIONS_SIZE):
+        h1_wire.render_response_head(200, [(b"content-length", b"%d" % i)], b"GET", "1.1", True)
+    assert len(h1_wire._SECTIONS) <= h1_wire._SECTIONS_SIZE
+
+
 def test_header_pairs_need_not_be_tuples() -> None:
     protocol = H1HttpToolsProtocol()
     protocol.receive_data(GET)

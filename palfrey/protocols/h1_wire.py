@@ -66,6 +66,15 @@ _FRAMING_LINE = re.compile(rb"\n(content-length|transfer-encoding)[ \t]*:([^\r\n
 _TRANSFER_ENCODING_LINE = re.compile(rb"\ntransfer-encoding[ \t]*:([^\r\n]*)", re.IGNORECASE)
 _FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connection"))
 
+#: Field sections already rendered, keyed by the response's fields, when they frame
+#: the body with one ``content-length`` alone: the section's bytes and the length.
+#: Whatever the status, method, version and keep-alive, such a head is its status
+#: line, this section and at most ``Connection: close``, so most responses skip
+#: validating and rendering their fields field by field.
+_SECTIONS: dict[tuple[object, ...], tuple[bytes, int]] = {}
+_SECTIONS_SIZE = 256
+_CLOSE_LINE = b"Connection: close\r\n"
+
 #: ``name: value`` lines of response fields already validated, keyed by the
 #: application's (name, value) pair: most responses repeat the same few fields
 #: (server, date, content-type), so they skip validation and formatting.
@@ -480,6 +489,47 @@ class ResponseFields:
         for name, index in self.positions:
             if name == lower:
                 self.lines[index] = b""
+
+
+def render_response_head(
+    status: int,
+    headers: Iterable[tuple[bytes, bytes]],
+    method: bytes | None,
+    version: str | None,
+    keep_alive: bool,
+) -> tuple[bytes, int, int, bool]:
+    """:meth:`ResponseFields.response_head` for ``headers``, from :data:`_SECTIONS` when
+    they were rendered before.
+
+    The result depends on the fields' values alone, and only a section that passed
+    every check is remembered, so a remembered one is exactly what rendering again
+    would give. Fields that cannot be a key (a list, a bytearray) are rendered.
+    """
+    key = tuple(headers)
+    try:
+        known = _SECTIONS.get(key)
+    except TypeError:
+        return ResponseFields(key).response_head(status, method, version, keep_alive)
+    if known is None:
+        fields = ResponseFields(key)
+        if (
+            fields.content_length is not None
+            and len(fields.positions) == 1
+            and not fields.chunked
+            and not fields.connection
+        ):
+            if len(_SECTIONS) >= _SECTIONS_SIZE:
+                _SECTIONS.clear()
+            _SECTIONS[key] = (b"".join(fields.lines), fields.content_length)
+        return fields.response_head(status, method, version, keep_alive)
+    section, length = known
+    if keep_alive:
+        head = status_line(status) + section + b"\r\n"
+    else:
+        head = status_line(status) + section + _CLOSE_LINE + b"\r\n"
+    if method == b"HEAD" or status in (204, 304):
+        return head, LENGTH, 0, keep_alive
+    return head, LENGTH, length, keep_alive
 
 
 def informational_head(status: int, headers: Iterable[tuple[bytes, bytes]]) -> bytes:

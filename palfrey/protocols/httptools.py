@@ -47,6 +47,7 @@ from palfrey.protocols.h1_wire import (
     comma_tokens,
     informational_head,
     lax_head_error,
+    render_response_head,
     trailer_section,
     transfer_coding_error,
 )
@@ -508,12 +509,13 @@ class H1HttpToolsProtocol:
             raise LocalProtocolError(
                 f"Response status_code should be in range [200, 1000), not {status}"
             )
-        fields = ResponseFields(headers)
         if self._server not in (SEND_RESPONSE, IDLE):
+            # h11 checks the fields first: a bad one is the error to report.
+            ResponseFields(headers)
             self._fail_send()
             raise LocalProtocolError(f"can't send a response in state {self._server}")
-        head, self._writer, self._write_left, self._keep_alive = fields.response_head(
-            status, self._request_method, self._their_version, self._keep_alive
+        head, self._writer, self._write_left, self._keep_alive = render_response_head(
+            status, headers, self._request_method, self._their_version, self._keep_alive
         )
         self._server = SEND_BODY
         self._switch_pending = False
