@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from palfrey.asgi.headers import validate_headers
+from palfrey.asgi import headers
+from palfrey.asgi.headers import check_response_headers, validate_headers
 from palfrey.protocols.h1_wire import _FIELD_VALUE
 
 # Bytes that matter to the grammar, plus ordinary ones, so short values hit every case.
@@ -52,3 +53,64 @@ def test_a_pair_checked_before_is_answered_alike_and_bad_pairs_still_fail() -> N
             validate_headers([bad])
         with pytest.raises((TypeError, ValueError)):
             validate_headers([bad])
+
+
+_CHECK_CHOICES = [
+    (b"content-length", b"2"),
+    (b"content-length", b"02"),
+    (b"content-length", b"x"),
+    (b"Content-Type", b"text/plain"),
+    (b"server", b"app"),
+    (b"x-bad", b"v\r\nx: y"),
+    (b"x big", b"v"),
+    [b"x-list", b"w"],
+]
+
+
+def checked_or_error(raw: object) -> object:
+    try:
+        checked = check_response_headers(raw)
+    except (TypeError, ValueError) as exc:
+        return type(exc), str(exc)
+    return checked.fields, checked.names, checked.declared_length
+
+
+def fresh_check(raw: list) -> object:
+    try:
+        fields = validate_headers(raw)
+        lengths = {int(value) for name, value in fields if name == b"content-length"}
+        if any(name == b"content-length" and not value.isdigit() for name, value in fields):
+            raise ValueError("invalid content-length")
+    except (TypeError, ValueError) as exc:
+        return type(exc)
+    if len(lengths) > 1:
+        return ValueError
+    return fields, frozenset(name for name, _ in fields), lengths.pop() if lengths else None
+
+
+@given(st.lists(st.sampled_from(_CHECK_CHOICES), max_size=4))
+def test_checked_lists_are_answered_alike_when_remembered(raw: list) -> None:
+    expected = fresh_check(raw)
+    for _ in range(2):
+        outcome = checked_or_error(raw)
+        assert (outcome[0] if isinstance(expected, type) else outcome) == expected
+
+
+def test_checking_takes_any_iterable_and_names_what_is_wrong() -> None:
+    pairs = [(b"a", b"1"), (b"content-length", b"3")]
+    assert check_response_headers(iter(pairs)).declared_length == 3
+    assert check_response_headers(pairs).fields == pairs
+    with pytest.raises(TypeError, match="not iterable"):
+        check_response_headers(None)
+    with pytest.raises(ValueError, match="invalid content-length"):
+        check_response_headers([(b"content-length", b"1"), (b"content-length", b"2")])
+
+
+def test_remembered_lists_stay_bounded_and_short() -> None:
+    for i in range(3 * headers._CHECKED_LIMIT):
+        check_response_headers([(b"content-length", b"%d" % i)])
+    assert len(headers._CHECKED) <= headers._CHECKED_LIMIT
+    headers._CHECKED.clear()
+    long = [(b"x-long", b"v" * (headers._CHECKED_MAX_BYTES + 1))]
+    assert check_response_headers(long).fields == long
+    assert not headers._CHECKED

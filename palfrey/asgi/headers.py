@@ -10,7 +10,14 @@ import attrs
 
 from palfrey.protocols.fields import TOKEN, is_field_value, is_token
 
-__all__ = ["TOKEN", "DefaultHeaders", "validate_headers", "validate_trailers"]
+__all__ = [
+    "TOKEN",
+    "CheckedHeaders",
+    "DefaultHeaders",
+    "check_response_headers",
+    "validate_headers",
+    "validate_trailers",
+]
 
 #: Header names already checked; applications send the same few names over and over.
 _VALID_NAMES: set[bytes] = set()
@@ -63,6 +70,56 @@ def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
             known_fields[item] = field
         headers.append(field)
     return headers
+
+
+@attrs.frozen(slots=True)
+class CheckedHeaders:
+    """An ``http.response.start`` message's headers, checked once for every use."""
+
+    #: :func:`validate_headers`' result; shared, so never to be mutated.
+    fields: list[tuple[bytes, bytes]]
+    names: frozenset[bytes]
+    #: The body length ``content-length`` declares; one value, however often repeated
+    #: (RFC 9110 §8.6).
+    declared_length: int | None
+
+
+#: Header lists already checked, keyed by their fields: an endpoint sends the same
+#: list response after response. Only short lists are kept, and only a bounded number.
+_CHECKED: dict[tuple[Any, ...], CheckedHeaders] = {}
+_CHECKED_LIMIT = 256
+_CHECKED_MAX_BYTES = 2048
+
+
+def check_response_headers(raw: Any) -> CheckedHeaders:
+    """:func:`validate_headers` and the declared body length, in one pass.
+
+    Raises as :func:`validate_headers` does, and ``ValueError`` for a
+    ``content-length`` that is not digits or that two fields disagree on, so that
+    the error comes out of ``send()`` before anything is framed.
+    """
+    try:
+        key = tuple(raw)
+        checked = _CHECKED.get(key)
+    except TypeError:  # not iterable, or a field that cannot be a key: checked below
+        return _check(validate_headers(raw))
+    if checked is None:
+        checked = _check(validate_headers(key))
+        if sum(len(name) + len(value) for name, value in checked.fields) <= _CHECKED_MAX_BYTES:
+            if len(_CHECKED) >= _CHECKED_LIMIT:
+                _CHECKED.clear()
+            _CHECKED[key] = checked
+    return checked
+
+
+def _check(fields: list[tuple[bytes, bytes]]) -> CheckedHeaders:
+    declared: int | None = None
+    for name, value in fields:
+        if name == b"content-length":
+            if not value.isdigit() or (declared is not None and int(value) != declared):
+                raise ValueError(f"invalid content-length {value!r}")
+            declared = int(value)
+    return CheckedHeaders(fields, frozenset(name for name, _ in fields), declared)
 
 
 #: Fields a trailer section may not carry: they frame the message or belong to the
@@ -128,13 +185,14 @@ class DefaultHeaders:
 
     def merge(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Append each default the application did not set itself."""
+        return self.merge_checked(headers, frozenset(name for name, _ in headers))
+
+    def merge_checked(
+        self, headers: list[tuple[bytes, bytes]], names: frozenset[bytes]
+    ) -> list[tuple[bytes, bytes]]:
+        """:meth:`merge` for ``headers`` whose names are known to be ``names``."""
         defaults = self.current()
-        names = self._names
-        for name, _ in headers:
-            if name in names:
-                break
-        else:
+        if names.isdisjoint(self._names):
             # The usual case: the application set none of them.
             return headers + defaults
-        given = {name for name, _ in headers}
-        return headers + [pair for pair in defaults if pair[0] not in given]
+        return headers + [pair for pair in defaults if pair[0] not in names]

@@ -41,7 +41,7 @@ from palfrey.asgi.file_body import (
     with_content_length,
     zerocopy_file,
 )
-from palfrey.asgi.headers import DefaultHeaders, validate_headers, validate_trailers
+from palfrey.asgi.headers import DefaultHeaders, check_response_headers, validate_trailers
 from palfrey.asgi.messages import (
     INTERNAL_ERROR_BODY,
     early_hint_links,
@@ -289,13 +289,13 @@ class HTTPCycle:
             # 1xx responses are the server's business (RFC 9110 §15.2), not the app's.
             if type(status) is not int or not 200 <= status <= 999:
                 raise TypeError(f"'status' must be an int from 200 to 999, got {status!r}")
-            headers = validate_headers(message.get("headers", ()))
+            checked = check_response_headers(message.get("headers", ()))
             trailers = message.get("trailers", False)
             if type(trailers) is not bool:
                 raise TypeError(f"'trailers' must be a bool, got {trailers!r}")
             self.status = status
-            self._headers = self.defaults.merge(headers)
-            declared = _declared_length(headers)
+            self._headers = self.defaults.merge_checked(checked.fields, checked.names)
+            declared = checked.declared_length
             self._head_request = self.scope.get("method") == "HEAD"
             # A HEAD response and a 304 describe a body they don't carry (RFC 9110 §8.6).
             if status != 304 and not self._head_request:
@@ -499,15 +499,3 @@ class HTTPCycle:
             return
         self.bytes_sent = len(INTERNAL_ERROR_BODY)
         self.response_complete = True
-
-
-def _declared_length(headers: list[tuple[bytes, bytes]]) -> int | None:
-    """The body length ``content-length`` declares; one value, however often repeated
-    (RFC 9110 §8.6), so that a bad one raises before anything is framed."""
-    declared: int | None = None
-    for name, value in headers:
-        if name == b"content-length":
-            if not value.isdigit() or (declared is not None and int(value) != declared):
-                raise ValueError(f"invalid content-length {value!r}")
-            declared = int(value)
-    return declared
