@@ -70,9 +70,10 @@ _FRAMING_FIELDS = frozenset((b"content-length", b"transfer-encoding", b"connecti
 #: the body with one ``content-length`` alone: the section's bytes and the length.
 #: Whatever the status, method, version and keep-alive, such a head is its status
 #: line, this section and at most ``Connection: close``, so most responses skip
-#: validating and rendering their fields field by field.
+#: validating and rendering their fields field by field. Long sections are not kept.
 _SECTIONS: dict[tuple[object, ...], tuple[bytes, int]] = {}
 _SECTIONS_SIZE = 256
+_SECTION_MAX_BYTES = 2048
 _CLOSE_LINE = b"Connection: close\r\n"
 
 #: ``name: value`` lines of response fields already validated, keyed by the
@@ -125,10 +126,10 @@ def check_request_head(
         raise ProtocolError("CONNECT is not supported", 405)
     if not target.isascii():
         raise ProtocolError("request target is not ASCII", 400)
-    if _TARGET_START.match(target) is None:
+    if target[:1] != b"/" and _TARGET_START.match(target) is None:
         # h11 takes any visible characters; llhttp (and RFC 9112 §3.2) only these forms.
         raise ProtocolError("invalid request target", 400)
-    if not http_version.startswith("1."):
+    if http_version != "1.1" and not http_version.startswith("1."):
         raise ProtocolError("HTTP version not supported", 505)
     if len(target) > max_target_length:
         raise ProtocolError("request target too long", 414)
@@ -512,15 +513,17 @@ def render_response_head(
         return ResponseFields(key).response_head(status, method, version, keep_alive)
     if known is None:
         fields = ResponseFields(key)
+        section = b"".join(fields.lines)
         if (
             fields.content_length is not None
+            and len(section) <= _SECTION_MAX_BYTES
             and len(fields.positions) == 1
             and not fields.chunked
             and not fields.connection
         ):
             if len(_SECTIONS) >= _SECTIONS_SIZE:
                 _SECTIONS.clear()
-            _SECTIONS[key] = (b"".join(fields.lines), fields.content_length)
+            _SECTIONS[key] = (section, fields.content_length)
         return fields.response_head(status, method, version, keep_alive)
     section, length = known
     if keep_alive:
