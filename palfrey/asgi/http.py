@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -161,7 +160,7 @@ class HTTPCycle:
     _trailer_fields: list[tuple[bytes, bytes]] | None = None
     _wait_scope: trio.CancelScope | None = None
     #: Made by the first ``receive()``: most requests (a GET) never call it.
-    _receive_lock: trio.Lock | None = None
+    _receive_turn: trio.Semaphore | None = None
 
     async def run(self, app: ASGIApp) -> Outcome:
         """Call the app, enforce the ASGI rules on what it did, and say how the stream ends.
@@ -215,26 +214,30 @@ class HTTPCycle:
     async def receive(self) -> Message:
         # Apps may call receive() from two tasks (a disconnect watcher and a body
         # reader); the stream under it has one reader, so calls take turns.
-        lock = self._receive_lock
-        if lock is None:
-            lock = self._receive_lock = trio.Lock()
+        turn = self._receive_turn
+        if turn is None:
+            turn = self._receive_turn = trio.Semaphore(1)
         try:
-            lock.acquire_nowait()
+            turn.acquire_nowait()
         except trio.WouldBlock:
-            await lock.acquire()
+            await turn.acquire()
         try:
             return await self._receive()
         finally:
-            lock.release()
+            turn.release()
 
     async def _receive(self) -> Message:
-        polling = trio.current_effective_deadline() == -math.inf
-        if self.disconnected or self.response_complete:
-            if not polling:
-                await trio.lowlevel.checkpoint()
-            return {"type": "http.disconnect"}
-        if polling:
+        try:
+            await trio.lowlevel.checkpoint_if_cancelled()
+        except trio.Cancelled:
+            # Called from an already-cancelled scope (a poll): the cancel stays
+            # pending, and the caller's next checkpoint raises it again.
+            if self.disconnected or self.response_complete:
+                return {"type": "http.disconnect"}
             return await self._poll_disconnect()
+        if self.disconnected or self.response_complete:
+            await trio.lowlevel.checkpoint()
+            return {"type": "http.disconnect"}
         if not self._body_complete:
             chunk = await self.stream.receive_body()
             if chunk is None:
