@@ -145,6 +145,12 @@ CORPUS: dict[str, tuple[bytes, list[bytes], dict[str, Any]]] = {
     "obs-text-value": (b"GET / HTTP/1.1\r\nHost: a\r\nX: \x80\xff\r\n\r\n", [], {}),
     "absolute-form": (b"GET http://a/b?c=d#e HTTP/1.1\r\nHost: a\r\n\r\n", [], {}),
     "asterisk": (b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", [], {}),
+    # Where the version is read off the request line, and where it must not be.
+    "version-0.9-then-version-line": (b"GET /\nHTTP/1.1\r\nHost: a\r\n\r\n", [], {}),
+    "version-1.10": (b"GET / HTTP/1.10\r\nHost: a\r\n\r\n", [], {}),
+    "version-1.1-bare-lf": (b"GET / HTTP/1.1\nHost: a\n\n", [], {}),
+    "version-1.2": (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", [], {}),
+    "version-1.0": (b"GET / HTTP/1.0\r\n\r\n", [], {}),
     "content-length-zero": (b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n", [], {}),
     "content-length-leading-zero": (
         b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 002\r\n\r\nab",

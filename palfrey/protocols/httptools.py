@@ -348,12 +348,17 @@ class H1HttpToolsProtocol:
                 raise PeerError(message) from None
             # llhttp's own Transfer-Encoding rules: answered by transfer_coding_error.
             head.error = head.error or PeerError(message, 501)
-        version = parser.get_http_version()
         method = parser.get_method()
         url = head.url
         # h11's request line is method SP target SP version: llhttp also takes
         # runs of spaces, and a line without a version as HTTP/0.9.
         after_url = len(method) + len(url) + 2
+        # The version is read off the line when it is plainly HTTP/1.1: llhttp
+        # formats a new string for it on every call.
+        if buf[after_url - 1] == 0x20 and buf.startswith(b"HTTP/1.1\r\n", after_url):
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
         if (
             buf[len(method) + 1] == 0x20
             or buf[after_url] == 0x20
