@@ -554,6 +554,15 @@ def test_remembered_sections_stay_bounded() -> None:
     assert len(h1_wire._SECTIONS) <= h1_wire._SECTIONS_SIZE
 
 
+def test_writable_memoryview_values_are_rendered() -> None:
+    fields = [(b"content-length", memoryview(bytearray(b"0")))]
+    for _ in range(2):
+        protocol = H1HttpToolsProtocol()
+        protocol.receive_data(GET)
+        head = protocol.send_response(200, fields)
+        assert head == b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+
 def test_header_pairs_need_not_be_tuples() -> None:
     protocol = H1HttpToolsProtocol()
     protocol.receive_data(GET)

@@ -100,6 +100,8 @@ def test_checking_takes_any_iterable_and_names_what_is_wrong() -> None:
     pairs = [(b"a", b"1"), (b"content-length", b"3")]
     assert check_response_headers(iter(pairs)).declared_length == 3
     assert check_response_headers(pairs).fields == pairs
+    with pytest.raises(TypeError, match="must be bytes"):
+        check_response_headers([(b"x", memoryview(bytearray(b"writable")))])
     with pytest.raises(TypeError, match="not iterable"):
         check_response_headers(None)
     with pytest.raises(ValueError, match="invalid content-length"):

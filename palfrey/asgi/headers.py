@@ -42,7 +42,7 @@ def validate_headers(raw: Any) -> list[tuple[bytes, bytes]]:
         if type(item) is tuple:
             try:
                 known = known_fields.get(item)
-            except TypeError:  # an unhashable name or value, refused below
+            except (TypeError, ValueError):  # unhashable (a writable memoryview): refused below
                 known = None
             if known is not None:
                 headers.append(known)
@@ -101,7 +101,7 @@ def check_response_headers(raw: Any) -> CheckedHeaders:
     try:
         key = tuple(raw)
         checked = _CHECKED.get(key)
-    except TypeError:  # not iterable, or a field that cannot be a key: checked below
+    except (TypeError, ValueError):  # not iterable, or a field that cannot be hashed
         return _check(validate_headers(raw))
     if checked is None:
         checked = _check(validate_headers(key))

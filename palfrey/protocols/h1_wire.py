@@ -381,7 +381,11 @@ class ResponseFields:
         cache = _LINE_CACHE
         for field in headers:
             cacheable = type(field) is tuple
-            line = cache.get(field) if cacheable else None
+            try:
+                line = cache.get(field) if cacheable else None
+            except (TypeError, ValueError):  # unhashable: a bytearray, a writable memoryview
+                cacheable = False
+                line = None
             if line is not None:
                 lines.append(line)
                 continue
@@ -504,12 +508,13 @@ def render_response_head(
 
     The result depends on the fields' values alone, and only a section that passed
     every check is remembered, so a remembered one is exactly what rendering again
-    would give. Fields that cannot be a key (a list, a bytearray) are rendered.
+    would give. Fields that cannot be a key (a list, a bytearray, a writable
+    memoryview) are rendered.
     """
     key = tuple(headers)
     try:
         known = _SECTIONS.get(key)
-    except TypeError:
+    except (TypeError, ValueError):  # unhashable, or a writable memoryview
         return ResponseFields(key).response_head(status, method, version, keep_alive)
     if known is None:
         fields = ResponseFields(key)
