@@ -483,3 +483,31 @@ async def test_parts_are_one_checkpoint_like_send_all() -> None:
     with trio.testing.assert_checkpoints():
         await left.send_all_parts(b"head", b"body")
     assert await right.receive_some() == b"headbody"
+
+
+async def _context_of_cancelled_wait(wait: Any) -> list[BaseException | None]:
+    contexts: list[BaseException | None] = []
+
+    async def waiter() -> None:
+        try:
+            await wait()
+        except trio.Cancelled as exc:
+            contexts.append(exc.__context__)
+            raise
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(waiter)
+        await trio.testing.wait_all_tasks_blocked()
+        nursery.cancel_scope.cancel()
+    return contexts
+
+
+async def test_what_interrupts_a_wait_is_not_raised_while_handling_blocking_io() -> None:
+    # Ctrl+C or a cancel during an idle wait must not print "During handling of the
+    # above exception (BlockingIOError)": the waits happen outside the except clauses.
+    reader, _writer = stream_pair(skip_redundant_yields=True)
+    assert await _context_of_cancelled_wait(lambda: reader.receive_some(10)) == [None]
+    sock = socket.create_server(("127.0.0.1", 0))
+    listener = SocketListener(sock)
+    assert await _context_of_cancelled_wait(listener.accept) == [None]
+    sock.close()

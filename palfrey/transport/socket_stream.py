@@ -194,10 +194,16 @@ class SocketStream(trio.abc.HalfCloseableStream):
         try:
             data = self.socket.recv(max_bytes)
         except BlockingIOError:
+            data = None
+        except OSError as exc:
+            raise _stream_error(exc) from exc
+        if data is None:
+            # The slow path, inline: an idle connection parks here, and every
+            # coroutine frame on its stack is memory it holds while idle. Outside
+            # the ``except`` above, so that what interrupts the wait (Ctrl+C, an
+            # error) is not reported as raised while handling a BlockingIOError.
             if self.skip_redundant_yields:
                 self._yielder = current_task()
-            # The slow path, inline: an idle connection parks here, and every
-            # coroutine frame on its stack is memory it holds while idle.
             self._receiving = True
             try:
                 while True:
@@ -210,8 +216,6 @@ class SocketStream(trio.abc.HalfCloseableStream):
                         raise _stream_error(exc) from exc
             finally:
                 self._receiving = False
-        except OSError as exc:
-            raise _stream_error(exc) from exc
         if self.skip_redundant_yields:
             task = current_task()
             if self._yielder is task:
@@ -438,13 +442,16 @@ class SocketListener(trio.abc.Listener[SocketStream]):
             try:
                 connection, peer = sock.accept()
             except BlockingIOError:
-                await trio.lowlevel.wait_readable(sock)
-                continue
+                connection = None
             except OSError as exc:
                 if exc.errno in _CLOSED_ERRNOS:
                     raise trio.ClosedResourceError from None
                 if exc.errno not in _IGNORED_ACCEPT_ERRNOS:
                     raise
+                continue
+            if connection is None:
+                # Waited outside the ``except``, as in ``receive_some``.
+                await trio.lowlevel.wait_readable(sock)
                 continue
             stream = SocketStream(
                 connection,
