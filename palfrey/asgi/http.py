@@ -230,8 +230,9 @@ class HTTPCycle:
         try:
             await trio.lowlevel.checkpoint_if_cancelled()
         except trio.Cancelled:
-            # Called from an already-cancelled scope (a poll): the cancel stays
-            # pending, and the caller's next checkpoint raises it again.
+            # Called from an already-cancelled scope (a poll). A disconnect already
+            # known is answered at once, and the cancel stays pending for the caller's
+            # next checkpoint; otherwise _poll_disconnect looks once and lets it through.
             if self.disconnected or self.response_complete:
                 return {"type": "http.disconnect"}
             return await self._poll_disconnect()
