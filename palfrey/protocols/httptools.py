@@ -31,7 +31,6 @@ from palfrey.protocols.events import (
     BodyReceived,
     ConnectionClosed,
     LocalProtocolError,
-    ProtocolError,
     ProtocolEvent,
     RequestReceived,
 )
@@ -44,13 +43,13 @@ from palfrey.protocols.h1_wire import (
     PeerError,
     ResponseFields,
     check_request_head,
-    comma_tokens,
     informational_head,
     lax_head_error,
     render_response_head,
     trailer_section,
     transfer_coding_error,
 )
+from palfrey.protocols.llhttp_head import PARSERS, new_parser
 
 # One side's state, named after h11's states so the two handlers read alike.
 IDLE = 0
@@ -71,115 +70,6 @@ _EMPTY_END = BodyReceived(b"", False)
 _PEER_CLOSED = ConnectionClosed("peer closed the connection")
 _PEER_CLOSED_MID_REQUEST = ConnectionClosed("peer closed in the middle of a request")
 _DATA_AFTER_EOF = ConnectionClosed("data after end of file")
-
-_TRAILING_WHITESPACE = frozenset(b" \t")
-_SPECIAL_REQUEST_FIELDS = frozenset(
-    (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
-)
-
-
-class _Head:
-    """Collects one request head from llhttp's callbacks.
-
-    Separate from the handler so that the parser (which holds these bound
-    methods) and the handler do not form a reference cycle the GC must break.
-    """
-
-    __slots__ = (
-        "chunked",
-        "close",
-        "content_length",
-        "done",
-        "error",
-        "expect",
-        "fields",
-        "host",
-        "hosts",
-        "upgrade",
-        "url",
-    )
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.url = b""
-        self.fields: list[tuple[bytes, bytes]] = []
-        self.hosts = 0
-        self.host: bytes | None = None
-        self.content_length: int | None = None
-        self.chunked = False
-        self.close = False
-        self.expect = False
-        self.upgrade = False
-        self.done = False
-        self.error: ProtocolError | None = None
-
-    def _reject(self, message: str) -> None:
-        self.error = PeerError(message)
-        raise self.error
-
-    def on_url(self, url: bytes) -> None:
-        if self.done:
-            self._reject("more than one request in a request head")
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        if self.done:
-            self._reject("more than one request in a request head")
-        name = name.lower()
-        # llhttp drops the whitespace before a value but not after it. The last byte
-        # is looked up as an int: ``value[-1:] in b" \t"`` is much slower, since
-        # bytes.__contains__ first tries to read its operand as an integer.
-        if value and value[-1] in _TRAILING_WHITESPACE:
-            value = value.rstrip(b" \t")
-        if name in _SPECIAL_REQUEST_FIELDS:
-            value = self._special(name, value)
-        self.fields.append((name, value))
-
-    def _special(self, name: bytes, value: bytes) -> bytes:
-        if name == b"host":
-            self.hosts += 1
-            self.host = value
-        elif name == b"content-length":
-            self.content_length = int(value)
-        elif name == b"transfer-encoding":
-            # One Transfer-Encoding, and only "chunked"; anything else is answered
-            # by transfer_coding_error, but only once the whole head has passed
-            # the grammar (so not raised here).
-            value = value.lower()
-            if (self.chunked or value != b"chunked") and self.error is None:
-                self.error = PeerError("unsupported Transfer-Encoding", 501)
-            self.chunked = True
-        elif name == b"connection":
-            self.close = self.close or b"close" in comma_tokens(value)
-        elif name == b"expect":
-            self.expect = self.expect or b"100-continue" in comma_tokens(value)
-        elif comma_tokens(value):
-            self.upgrade = True
-        return value
-
-    def on_headers_complete(self) -> None:
-        if self.done:
-            self._reject("more than one request in a request head")
-        self.done = True
-
-
-#: Parsers ready for a new request head, each with the _Head its callbacks fill.
-#: A parser only ever gets one complete head and is used without yielding, so
-#: connections share them: an idle connection holds none and most requests create
-#: none. A parser left mid-message (a body, an upgrade, a close) is dropped.
-#: ``list.pop``/``append`` are atomic, so two threads never share one.
-_PARSERS: list[tuple[httptools.HttpRequestParser, _Head]] = []
-
-
-def _new_parser() -> tuple[httptools.HttpRequestParser, _Head]:
-    head = _Head()
-    parser = httptools.HttpRequestParser(head)
-    # Like h11, accept any HTTP/d.d (llhttp's default is 0.9, 1.x and 2.0 only),
-    # so that other versions get H1Protocol's 505 rather than a 400.
-    parser.set_dangerous_leniencies(lenient_version=True)
-    return parser, head
 
 
 class H1HttpToolsProtocol:
@@ -328,7 +218,7 @@ class H1HttpToolsProtocol:
         return -1
 
     def _parse_head(self, buf: bytes, end: int) -> RequestReceived:
-        parser, head = _PARSERS.pop() if _PARSERS else _new_parser()
+        parser, head = PARSERS.pop() if PARSERS else new_parser()
         head.reset()
         if end == len(buf):
             self._buf = b""
@@ -410,7 +300,7 @@ class H1HttpToolsProtocol:
             self._body_left = head.content_length or 0
             # llhttp only saw a head; it is ready for another if that ended the message.
             if not (head.content_length or upgraded or head.close or version < "1.1"):
-                _PARSERS.append((parser, head))
+                PARSERS.append((parser, head))
         return RequestReceived(method, url, tuple(fields), scope_version)
 
     def _read_body(self, events: list[ProtocolEvent]) -> bool:
