@@ -57,6 +57,7 @@ def transcript(
         for event in events:
             if isinstance(event, RequestReceived):
                 request = event
+                log.append(("asks", protocol.upgrade_requested, protocol.awaiting_continue))
             elif isinstance(event, BodyReceived) and not event.more:
                 assert request is not None
                 status, headers, body = response(request) if callable(response) else response
@@ -321,6 +322,32 @@ def test_same_continue_and_upgrade() -> None:
         assert not protocol.keep_alive
     assert upgrades[0] == upgrades[1]
     assert upgrades[1][1] == b"\x81\x00frames"
+
+
+@pytest.mark.parametrize("cls", [H1Protocol, H1HttpToolsProtocol])
+def test_what_a_request_asks_of_the_connection(cls: type) -> None:
+    def asks(head: bytes, body: bytes = b"") -> tuple[bool, bool]:
+        protocol = cls()
+        protocol.receive_data(head + b"\r\n" + body)
+        return protocol.upgrade_requested, protocol.awaiting_continue
+
+    length = b"Content-Length: 2\r\n"
+    expect = b"POST / HTTP/1.1\r\nHost: a\r\n" + length + b"Expect: 100-continue\r\n"
+    assert asks(UPGRADE[:-2]) == (True, False)
+    assert asks(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: h2c, websocket\r\n") == (True, False)
+    # An Upgrade field that lists nothing proposes nothing.
+    assert asks(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: ,\r\n") == (False, False)
+    assert asks(b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade:\r\n") == (False, False)
+    assert asks(expect) == (False, True)
+    assert asks(expect.replace(b"100-continue", b"100-Continue, x")) == (False, True)
+    # A body byte on its way means the client no longer waits.
+    assert asks(expect, b"h") == (False, False)
+    # RFC 9110 §10.1.1: an HTTP/1.0 expectation is ignored.
+    assert asks(expect.replace(b"HTTP/1.1", b"HTTP/1.0")) == (False, False)
+    protocol = cls()
+    protocol.receive_data(expect + b"\r\n")
+    protocol.send_continue()
+    assert not protocol.awaiting_continue
 
 
 def test_connections_share_parsers_safely() -> None:

@@ -63,6 +63,19 @@ class ProtocolHandler(Protocol):
         ...
 
     @property
+    def upgrade_requested(self) -> bool:
+        """The request just received asks to switch protocols: its ``Upgrade`` field
+        lists a protocol (RFC 9110 §7.8). Read before its response starts."""
+        ...
+
+    @property
+    def awaiting_continue(self) -> bool:
+        """The client sent ``Expect: 100-continue`` and still holds its body back: no
+        body byte has arrived and nothing has answered it. Never for HTTP/1.0, whose
+        expectation a server must ignore (RFC 9110 §10.1.1)."""
+        ...
+
+    @property
     def keep_alive(self) -> bool: ...
 
     @property

@@ -20,6 +20,7 @@ from palfrey.protocols.h1_wire import (
     BodyCounter,
     PeerError,
     check_request_head,
+    comma_tokens,
     lax_head_error,
     transfer_coding_error,
 )
@@ -82,6 +83,7 @@ class H1Protocol:
         "_in_head",
         "_max_head_size",
         "_max_target_length",
+        "_upgrade_requested",
     )
 
     def __init__(
@@ -104,6 +106,7 @@ class H1Protocol:
         self._head = bytearray()
         #: No request head has been parsed in this cycle (h11's client state is IDLE).
         self._in_head = True
+        self._upgrade_requested = False
 
     def receive_data(self, data: bytes) -> list[ProtocolEvent]:
         conn = self._conn
@@ -195,6 +198,7 @@ class H1Protocol:
         content_length: int | None = None
         chunked = False
         host: bytes | None = None
+        upgrade = False
         for name, value in headers:
             # h11 has already refused conflicting Content-Length fields (and
             # lax_head_error repeated ones) and any Transfer-Encoding but one "chunked".
@@ -204,6 +208,9 @@ class H1Protocol:
                 chunked = True
             elif name == b"host":
                 host = value
+            elif name == b"upgrade":
+                # h11's rule for a switch proposal: the field lists a protocol.
+                upgrade = upgrade or bool(comma_tokens(value))
         http_version = check_request_head(
             event.method,
             event.target,
@@ -217,6 +224,7 @@ class H1Protocol:
             host=host,
         )
         self._head_request = event.method == b"HEAD"
+        self._upgrade_requested = upgrade
         self._body.received = 0
         self._body_length = None if chunked else content_length or 0
         return RequestReceived(
@@ -323,6 +331,14 @@ class H1Protocol:
         except h11.LocalProtocolError as exc:
             raise LocalProtocolError(str(exc)) from None
         return out, self._conn.trailing_data[0]
+
+    @property
+    def upgrade_requested(self) -> bool:
+        return self._upgrade_requested
+
+    @property
+    def awaiting_continue(self) -> bool:
+        return self._conn.they_are_waiting_for_100_continue
 
     @property
     def keep_alive(self) -> bool:

@@ -511,6 +511,14 @@ class H1HttpToolsProtocol:
     # State, as h11 reports it.
 
     @property
+    def upgrade_requested(self) -> bool:
+        return self._switch_pending
+
+    @property
+    def awaiting_continue(self) -> bool:
+        return self._waiting_100
+
+    @property
     def keep_alive(self) -> bool:
         """Whether another request may follow on this connection once both sides are done."""
         return self._client == DONE and self._server == DONE

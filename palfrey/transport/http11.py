@@ -74,7 +74,6 @@ class H1Connection:
     """Serves requests on one HTTP/1.1 connection until it must close."""
 
     __slots__ = (
-        "_awaiting_continue",
         "_closing",
         "_events",
         "_initial_data",
@@ -141,8 +140,6 @@ class H1Connection:
         # connection's empty deque costs over a kilobyte.
         self._events: list[ProtocolEvent] = []
         self._peer_gone = False
-        #: The client sent ``Expect: 100-continue`` and the app has not asked for the body yet.
-        self._awaiting_continue = False
         #: The connection stops reading while the client may still be sending (an
         #: error answer, an unread body): close gently, or the kernel's reset could
         #: destroy the response before the client reads it.
@@ -230,7 +227,7 @@ class H1Connection:
 
     async def _serve(self, request: RequestReceived) -> bool:
         """Run one request through the app; True if the connection may be reused."""
-        upgrade, self._awaiting_continue = _upgrade_and_expect(request)
+        upgrade = self.protocol.upgrade_requested
         self._response_started = False
         if upgrade and self.h2c_handler is not None and await self.h2c_handler(self, request):
             return False
@@ -311,7 +308,6 @@ class H1Connection:
                 # Parsed already: no I/O below, so this is the call's checkpoint, taken
                 # before the event leaves the list so that a cancel loses nothing.
                 await trio.lowlevel.checkpoint()
-                self._awaiting_continue = False
                 while events:
                     event = events.pop(0)
                     if isinstance(event, BodyReceived):
@@ -321,7 +317,6 @@ class H1Connection:
                 continue
             # Before the handler commits to a ``100 Continue``, so a cancel costs nothing.
             await trio.lowlevel.checkpoint_if_cancelled()
-            self._awaiting_continue = False
             interim = self.protocol.send_continue()
             if interim:
                 try:
@@ -374,7 +369,8 @@ class H1Connection:
         # length, or one the client holds back for a ``100 Continue`` the app never
         # asked for, which leaves the client unsure whether to send it (RFC 9110 §10.1.1).
         self._closing = self.state.stopping or (
-            unread != 0 and (self._awaiting_continue or unread is None or unread > READ_AHEAD_LIMIT)
+            unread != 0
+            and (protocol.awaiting_continue or unread is None or unread > READ_AHEAD_LIMIT)
         )
         if self._closing and _CLOSE not in headers:
             # This connection will not be reused; say so (RFC 9112 §9.6).
@@ -500,14 +496,3 @@ class H1Connection:
             await self._send_all(response)
         except ClientDisconnected:
             return
-
-
-def _upgrade_and_expect(request: RequestReceived) -> tuple[bool, bool]:
-    """Whether the request asks to upgrade, and whether it waits for ``100 Continue``; one pass."""
-    upgrade = expects_continue = False
-    for name, value in request.headers:
-        if name == b"upgrade":
-            upgrade = True
-        elif name == b"expect" and value.lower() == b"100-continue":
-            expects_continue = True
-    return upgrade, expects_continue
