@@ -136,6 +136,50 @@ async def test_closing_wakes_a_parked_reader_with_closed_resource() -> None:
         await left.wait_send_all_might_not_block()
 
 
+async def test_a_descriptor_closed_with_no_task_parked_can_be_waited_on_again() -> (
+    None
+):
+    # Closed without notify_closing: a socket that reuses the descriptor is still
+    # registered with trio afresh, and a wait on it sees what arrives.
+    for _ in range(3):
+        left, right = stream_pair()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(left.receive_some)
+            await trio.testing.wait_all_tasks_blocked()
+            await right.send_all(b"x")
+        descriptor = left.socket.fileno()
+        left.close()
+        right.close()
+        reused, peer = stream_pair()
+        assert descriptor in (reused.socket.fileno(), peer.socket.fileno())
+        with trio.fail_after(5):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(reused.receive_some)
+                nursery.start_soon(peer.receive_some)
+                await trio.testing.wait_all_tasks_blocked()
+                await reused.send_all(b"to peer")
+                await peer.send_all(b"to reused")
+        reused.close()
+        peer.close()
+
+
+async def test_closing_wakes_a_parked_writer_with_closed_resource() -> None:
+    left, _right = small_buffer_pair()
+    outcome: list[type[BaseException]] = []
+
+    async def writer() -> None:
+        try:
+            await left.send_all(b"x" * 1_000_000)
+        except trio.ClosedResourceError as exc:
+            outcome.append(type(exc))
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(writer)
+        await trio.testing.wait_all_tasks_blocked()
+        left.close()
+    assert outcome == [trio.ClosedResourceError]
+
+
 async def test_a_reset_peer_breaks_the_stream() -> None:
     left, right = stream_pair()
     right.socket.close()

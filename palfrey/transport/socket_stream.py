@@ -407,11 +407,25 @@ class SocketStream(trio.abc.HalfCloseableStream):
 
     def close(self) -> None:
         """Close now: closing a plain socket never waits, so it needs no cancel scope."""
-        _close(self.socket)
+        self._close()
 
     async def aclose(self) -> None:
-        _close(self.socket)
+        self._close()
         await trio.lowlevel.checkpoint()
+
+    def _close(self) -> None:
+        """Close, telling trio first only when a task is parked on this socket.
+
+        Every wait on the socket goes through this stream, which marks it. With
+        none parked, trio has nobody to wake, and the kernel drops the socket from
+        trio's epoll set as it closes it (trio then registers a socket that reuses
+        the descriptor afresh), so ``notify_closing``, an exception object and an
+        ``epoll_ctl`` call per connection, would buy nothing.
+        """
+        if self._receiving or self._sending:
+            _close(self.socket)
+        else:
+            self.socket.close()
 
 
 class SocketListener(trio.abc.Listener[SocketStream]):
