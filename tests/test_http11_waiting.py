@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import trio
@@ -9,8 +10,10 @@ import trio.testing
 
 from palfrey.asgi.headers import DefaultHeaders
 from palfrey.config.schema import Config
+from palfrey.observability.metrics import Metrics
 from palfrey.protocols.h11 import H1Protocol
 from palfrey.transport.http11 import H1Connection
+from palfrey.transport.socket_stream import SocketStream
 from palfrey.transport.state import ConnectionControl, ServerState
 
 
@@ -62,3 +65,115 @@ async def test_the_app_does_not_start_in_a_cancelled_wait() -> None:
     with trio.fail_after(5):
         await connection.run()
     assert started == []
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send(
+        {"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]}
+    )
+    await send({"type": "http.response.body", "body": b"hi"})
+
+
+def socket_connection(
+    control: ConnectionControl, **config: Any
+) -> tuple[H1Connection, ServerState, socket.socket]:
+    """An H1Connection on one end of a socket pair, as the server makes them; the other end."""
+    server_side, client = socket.socketpair()
+    client.settimeout(5)
+    app_config = Config(app=hello, lifespan="off", **config)
+    state = ServerState(app=hello, config=app_config, defaults=DefaultHeaders(), metrics=Metrics())
+    stream = SocketStream(server_side, skip_redundant_yields=True)
+    connection = H1Connection(
+        stream,
+        H1Protocol(),
+        state,
+        control,
+        scheme="http",
+        client=("127.0.0.1", 1),
+        server=("127.0.0.1", 2),
+        socket_stream=stream,
+    )
+    return connection, state, client
+
+
+def was_entered(scope: trio.CancelScope) -> bool:
+    """A cancel scope serves one ``with`` block: entering it again fails once it has."""
+    try:
+        with scope:
+            pass
+    except RuntimeError:
+        return True
+    return False
+
+
+async def test_a_request_that_arrives_with_its_connection_is_served_without_the_waiting_scope() -> (
+    None
+):
+    control = ConnectionControl()
+    connection, _, client = socket_connection(control)
+    client.sendall(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n")
+    with trio.fail_after(5):
+        await connection.run()
+    assert client.recv(65536).endswith(b"\r\n\r\nhi")
+    assert not was_entered(control.waiting_scope)
+
+
+async def test_the_waiting_scope_is_entered_for_the_first_wait_and_ends_it() -> None:
+    control = ConnectionControl()
+    connection, state, client = socket_connection(control)
+    client.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert control.idle  # answered, and now waiting for the next head
+            control.expire()
+    assert client.recv(65536).endswith(b"\r\n\r\nhi")
+    assert was_entered(control.waiting_scope)
+    assert state.metrics is not None
+    assert state.metrics.timeouts == {"keep_alive": 1}
+
+
+async def test_a_head_begun_without_a_wait_and_cut_off_gets_408() -> None:
+    control = ConnectionControl()
+    connection, state, client = socket_connection(control)
+    client.sendall(b"GET / HTTP/1.1\r\nhost: te")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            await trio.testing.wait_all_tasks_blocked()
+            control.expire()
+    assert client.recv(65536).startswith(b"HTTP/1.1 408 ")
+    assert state.metrics is not None
+    assert state.metrics.timeouts == {"request_head": 1}
+
+
+async def test_a_wait_ended_before_the_scope_is_entered_still_ends_it() -> None:
+    # Shutdown or the sweep can cancel the scope while the connection is still
+    # serving without it; the first wait then ends at once.
+    control = ConnectionControl()
+    connection, _, client = socket_connection(control)
+    control.waiting_scope.cancel()
+    client.sendall(b"GET / HTTP/1.1\r\nhost: te")
+    with trio.fail_after(5):
+        await connection.run()
+    assert client.recv(65536).startswith(b"HTTP/1.1 408 ")
+
+
+async def test_a_head_already_begun_waits_under_the_head_timeout_not_the_keep_alive_one() -> None:
+    control = ConnectionControl()
+    connection, _, client = socket_connection(
+        control, timeout_keep_alive=1, timeout_request_header=30
+    )
+    client.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\nGET /next HTTP/1.1\r\nho")
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert control.idle
+            assert control.deadline - trio.current_time() > 20
+            control.expire()
+    received = b""
+    while b"HTTP/1.1 408 " not in received:
+        received += client.recv(65536)
+    assert received.startswith(b"HTTP/1.1 200 ")

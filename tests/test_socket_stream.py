@@ -136,9 +136,7 @@ async def test_closing_wakes_a_parked_reader_with_closed_resource() -> None:
         await left.wait_send_all_might_not_block()
 
 
-async def test_a_descriptor_closed_with_no_task_parked_can_be_waited_on_again() -> (
-    None
-):
+async def test_a_descriptor_closed_with_no_task_parked_can_be_waited_on_again() -> None:
     # Closed without notify_closing: a socket that reuses the descriptor is still
     # registered with trio afresh, and a wait on it sees what arrives.
     for _ in range(3):
@@ -283,16 +281,49 @@ async def test_a_second_reader_during_a_parked_read_is_refused() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_receive_ready_returns_none_at_once_where_it_would_wait() -> None:
+    left, right = stream_pair(skip_redundant_yields=True)
+    task = trio.lowlevel.current_task()
+    with counting_steps() as counter:
+        assert await right.receive_ready(10) is None
+    assert counter.steps[task] == 0  # neither parked nor yielded
+    await left.send_all(b"ready")
+    assert await right.receive_ready(10) == b"ready"
+    left.close()
+    assert await right.receive_ready(10) == b""
+
+
+async def test_receive_ready_is_a_cancel_point_that_consumes_nothing() -> None:
+    left, right = stream_pair()
+    await left.send_all(b"kept")
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await right.receive_ready(10)
+    assert scope.cancelled_caught
+    assert await right.receive_ready(10) == b"kept"
+
+
+async def test_receive_ready_during_a_parked_read_is_refused() -> None:
+    _left, right = stream_pair()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(right.receive_some)
+        await trio.testing.wait_all_tasks_blocked()
+        with pytest.raises(trio.BusyResourceError):
+            await right.receive_ready(10)
+        nursery.cancel_scope.cancel()
+
+
 # Scheduling: strict by default, relaxed with skip_redundant_yields.
 
 
-def call_pattern(seed: int, length: int) -> list[str]:
+def call_pattern(seed: int, length: int, calls: str = "rw") -> list[str]:
     rng = random.Random(seed)
-    return [rng.choice("rw") for _ in range(length)]
+    return [rng.choice(calls) for _ in range(length)]
 
 
 async def yields_per_call(stream: SocketStream, pattern: list[str]) -> list[bool]:
-    """Run reads ("r", data always waiting) and writes ("w") in this task; True where it yielded."""
+    """Run reads ("r", data always waiting; "q" the same by ``receive_ready``) and writes
+    ("w") in this task; True where it yielded."""
     task = trio.lowlevel.current_task()
     yielded = []
     with counting_steps() as counter:
@@ -300,6 +331,8 @@ async def yields_per_call(stream: SocketStream, pattern: list[str]) -> list[bool
             before = counter.steps[task]
             if op == "r":
                 assert await stream.receive_some(1) == b"x"
+            elif op == "q":
+                assert await stream.receive_ready(1) == b"x"
             else:
                 await stream.send_all(b"y")
             yielded.append(counter.steps[task] != before)
@@ -312,15 +345,16 @@ async def test_by_default_every_call_yields() -> None:
     assert all(await yields_per_call(right, call_pattern(0, 400)))
 
 
-async def test_a_task_skips_only_the_documented_yields_and_never_two_in_a_row() -> None:
+@pytest.mark.parametrize("calls", ["rw", "rqw"])
+async def test_a_task_skips_only_the_documented_yields_and_never_two_in_a_row(calls: str) -> None:
     left, right = stream_pair(skip_redundant_yields=True)
     await left.send_all(b"x" * 1000)
-    pattern = call_pattern(1, 400)
+    pattern = call_pattern(1, 400, calls)
     yielded = await yields_per_call(right, pattern)
     # A read skips after any call of this task that yielded; a write never skips.
     expected = [True]
     for op in pattern[1:]:
-        expected.append(not (expected[-1] and op == "r"))
+        expected.append(not (expected[-1] and op in "rq"))
     assert yielded == expected
     assert not any(not a and not b for a, b in itertools.pairwise(yielded))
     assert not all(yielded)

@@ -18,6 +18,7 @@ more and closes.
 from __future__ import annotations
 
 import contextvars
+import enum
 import functools
 import logging
 import math
@@ -63,6 +64,14 @@ GATHER_MIN = 16 * 1024
 #: Unparsed bytes (pipelined requests) held while the app runs; reading pauses beyond it.
 READ_AHEAD_LIMIT = 64 * 1024
 
+
+class _MustWait(enum.Enum):
+    MUST_WAIT = "must wait"
+
+
+#: What :meth:`H1Connection._next_request` says, when told not to wait, where it would have to.
+MUST_WAIT = _MustWait.MUST_WAIT
+
 #: Hands an accepted upgrade (e.g. WebSocket) the connection; returns when it is over.
 H1UpgradeHandler = Callable[["H1Connection", RequestReceived, dict[str, Any]], Any]
 #: Switches the connection to another protocol before any app sees the request
@@ -76,6 +85,7 @@ class H1Connection:
     __slots__ = (
         "_closing",
         "_events",
+        "_first_request",
         "_initial_data",
         "_peer_gone",
         "_response_started",
@@ -154,37 +164,59 @@ class H1Connection:
         #: need HTTP/1.1 (chunked framing; RFC 9110 §15.2 keeps 1xx from HTTP/1.0).
         self.supports_trailers = False
         self.supports_early_hints = False
+        #: No request has been served yet: its head gets the header timeout alone.
+        self._first_request = True
 
     async def run(self) -> None:
-        """Serve requests until either side closes, a timeout fires or the server stops."""
-        first = True
+        """Serve requests until either side closes, a timeout fires or the server stops.
+
+        The waiting scope, which a timeout or shutdown cancels, is entered the first
+        time the connection has to wait for a request head, not before: entering a
+        cancel scope costs a sizeable part of a short connection (``Connection:
+        close``, whose request usually arrives with it), and until a head must be
+        waited for there is no wait to end. The scope may be cancelled before it is
+        entered; everything in it is then cancelled at once.
+        """
+        if not await self._serve_requests(wait=False):
+            return
         with self.control.waiting_scope:
-            while True:
-                try:
-                    request = await self._next_request(first)
-                except ProtocolError as exc:
-                    await self.send_error(exc.status_code, str(exc))
-                    return
-                if request is None:
-                    return
-                first = False
-                if not await self._serve(request):
-                    return
-                self.protocol.start_new_cycle()
+            await self._serve_requests(wait=True)
+            return
         # Reached only when the waiting scope was cancelled: a timeout or shutdown.
         if not self.state.stopping:
             partial_head = self.protocol.has_pending_input
+            first = self._first_request
             self.state.count_timeout("request_head" if first or partial_head else "keep_alive")
             if partial_head:
                 await self.send_error(408, "Timed out reading the request head")
 
-    async def _next_request(self, first: bool) -> RequestReceived | None:
+    async def _serve_requests(self, *, wait: bool) -> bool:
+        """Serve requests one after another until the connection must close; without
+        ``wait``, only those whose heads arrive without a wait, and then say True."""
+        while True:
+            try:
+                request = await self._next_request(wait)
+            except ProtocolError as exc:
+                await self.send_error(exc.status_code, str(exc))
+                return False
+            if request is None:
+                return False
+            if request is MUST_WAIT:
+                return True
+            self._first_request = False
+            if not await self._serve(request):
+                return False
+            self.protocol.start_new_cycle()
+
+    async def _next_request(self, wait: bool) -> RequestReceived | _MustWait | None:
         """Wait for the next request head under the keep-alive and header deadlines.
 
         Nothing received before the deadline closes silently; a partial head
         gets 408 (RFC 9110 §15.5.9). A fresh connection gets the header
-        timeout, an idle keep-alive one the shorter of both.
+        timeout, an idle keep-alive one the shorter of both. Without ``wait``,
+        :data:`MUST_WAIT` where the head (or the rest of it) has not arrived.
         """
+        first = self._first_request
         events = self._events
         protocol = self.protocol
         if not events and protocol.has_pending_input:
@@ -197,8 +229,12 @@ class H1Connection:
             control = self.control
             now = trio.current_time()
             header_deadline = now + config.timeout_request_header
+            # Once a head has begun (buffered already, or read in an earlier call that
+            # stopped where it had to wait), the keep-alive timeout no longer applies.
             control.deadline = (
-                header_deadline if first else min(header_deadline, now + config.timeout_keep_alive)
+                header_deadline
+                if first or protocol.has_pending_input
+                else min(header_deadline, now + config.timeout_keep_alive)
             )
             if first and self.state.stopping:
                 # Accepted as shutdown began: see ConnectionControl.shutdown.
@@ -207,7 +243,13 @@ class H1Connection:
             control.idle = True
             try:
                 while not events:
-                    data = await self._receive()
+                    if wait:
+                        data = await self._receive()
+                    else:
+                        ready = await self._receive_ready()
+                        if ready is None:
+                            return MUST_WAIT
+                        data = ready
                     # The head has begun: the keep-alive timeout no longer applies.
                     control.deadline = header_deadline
                     events.extend(protocol.receive_data(data))
@@ -455,6 +497,22 @@ class H1Connection:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             data = b""
         if not data:
+            self._peer_gone = True
+        return data
+
+    async def _receive_ready(self) -> bytes | None:
+        """:meth:`_receive` where bytes (or the end of the stream) are waiting, else None
+        at once; always None under TLS, whose records may need several reads."""
+        if self._initial_data:
+            return await self._receive()
+        socket_stream = self.socket_stream
+        if socket_stream is None or self.stream is not socket_stream:
+            return None
+        try:
+            data = await socket_stream.receive_ready(RECEIVE_SIZE)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            data = b""
+        if data == b"":
             self._peer_gone = True
         return data
 

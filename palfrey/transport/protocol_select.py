@@ -90,7 +90,7 @@ async def open_connection(
         # client speaking another one gets that protocol's error.
         use_h2 = alpn == "h2" if alpn is not None else http == "h2"
     else:
-        peeked = await _peek(transport, state, control)
+        peeked = await _peek(transport, socket_stream, state, control)
         if peeked is None:
             return None
         initial = peeked
@@ -130,10 +130,18 @@ async def open_connection(
 
 
 async def _peek(
-    transport: trio.abc.Stream, state: ServerState, control: ConnectionControl
+    transport: trio.abc.Stream,
+    socket_stream: SocketStream,
+    state: ServerState,
+    control: ConnectionControl,
 ) -> bytes | None:
     """The first bytes of a cleartext connection, enough to tell the HTTP/2 preface from
-    an HTTP/1.1 request; read under the request-head deadline, as HTTP/1.1 would."""
+    an HTTP/1.1 request; read under the request-head deadline, as HTTP/1.1 would.
+
+    Bytes that came with the connection are read without entering the waiting scope
+    (as :meth:`H1Connection.run` does), which then stays the connection's: the scope
+    is entered, and replaced, only if the peek has to wait.
+    """
     data = b""
     now = trio.current_time()
     control.deadline = now + state.config.timeout_request_header
@@ -142,9 +150,22 @@ async def _peek(
         control.deadline = min(control.deadline, now + FIRST_REQUEST_GRACE)
     control.awaiting_first_request = True
     control.idle = True
+    waited = False
     try:
+        if transport is socket_stream:
+            try:
+                ready = await socket_stream.receive_ready(_PEEK_SIZE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                return None
+            if ready == b"":
+                return None
+            if ready is not None:
+                data = ready
+                if not _undecided(data):
+                    return data
+        waited = True
         with control.waiting_scope:
-            while len(data) < len(PREFACE) and PREFACE.startswith(data):
+            while _undecided(data):
                 try:
                     chunk = await transport.receive_some(_PEEK_SIZE)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
@@ -157,8 +178,14 @@ async def _peek(
     finally:
         control.idle = False
         control.deadline = math.inf
-        # A scope is entered once: the connection gets a fresh one for its own waits.
-        control.waiting_scope = trio.CancelScope()
+        if waited:
+            # A scope is entered once: the connection gets a fresh one for its own waits.
+            control.waiting_scope = trio.CancelScope()
+
+
+def _undecided(data: bytes) -> bool:
+    """Whether ``data`` could still be the start of the HTTP/2 preface."""
+    return len(data) < len(PREFACE) and PREFACE.startswith(data)
 
 
 @functools.cache

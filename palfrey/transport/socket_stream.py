@@ -227,6 +227,32 @@ class SocketStream(trio.abc.HalfCloseableStream):
         await cancel_shielded_checkpoint()
         return data
 
+    async def receive_ready(self, max_bytes: int) -> bytes | None:
+        """:meth:`receive_some` where data (or the end of the stream) is already waiting;
+        None, at once, where it would have to wait for it.
+
+        A call that returns None moved nothing and is a cancel point only: it lets
+        the caller decide how to wait (the HTTP/1.1 connection enters its waiting
+        scope only for a head it must wait for).
+        """
+        if self._receiving:
+            raise trio.BusyResourceError("another task is receiving on this connection")
+        await checkpoint_if_cancelled()
+        try:
+            data = self.socket.recv(max_bytes)
+        except BlockingIOError:
+            return None
+        except OSError as exc:
+            raise _stream_error(exc) from exc
+        if self.skip_redundant_yields:
+            task = current_task()
+            if self._yielder is task:
+                self._yielder = None
+                return data
+            self._yielder = task
+        await cancel_shielded_checkpoint()
+        return data
+
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._send_refused:
             raise self._refusal()
