@@ -460,13 +460,17 @@ class SocketListener(trio.abc.Listener[SocketStream]):
     ``skip_redundant_yields`` is passed on to every accepted stream.
     """
 
-    __slots__ = ("_local_address", "_tcp", "skip_redundant_yields", "socket")
+    __slots__ = ("_kind", "_local_address", "_tcp", "skip_redundant_yields", "socket")
 
     def __init__(self, sock: socket.socket, *, skip_redundant_yields: bool = False) -> None:
         sock.setblocking(False)
         self.socket = sock
         self.skip_redundant_yields = skip_redundant_yields
         self._tcp = sock.family in _TCP_FAMILIES
+        #: What every accepted socket is, read once: ``socket.accept()`` reads the
+        #: listener's ``family`` and ``type`` again per connection, each turned into
+        #: an enum member, a cost a short connection notices.
+        self._kind = (int(sock.family), int(sock.type), sock.proto)
         #: Bound to one address (not a wildcard), every connection is addressed to it.
         self._local_address = _fixed_local_address(sock) if self._tcp else None
 
@@ -480,7 +484,8 @@ class SocketListener(trio.abc.Listener[SocketStream]):
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             try:
-                connection, peer = sock.accept()
+                # socket.accept() without its per-call lookups (see _kind).
+                fd, peer = sock._accept()  # type: ignore[attr-defined]
             except BlockingIOError:
                 connection = None
             except OSError as exc:
@@ -489,6 +494,8 @@ class SocketListener(trio.abc.Listener[SocketStream]):
                 if exc.errno not in _IGNORED_ACCEPT_ERRNOS:
                     raise
                 continue
+            else:
+                connection = socket.socket(*self._kind, fileno=fd)
             if connection is None:
                 # Waited outside the ``except``, as in ``receive_some``.
                 await trio.lowlevel.wait_readable(sock)
