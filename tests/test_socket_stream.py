@@ -242,6 +242,37 @@ async def test_listener_accepts_tcp_connections_with_nodelay() -> None:
     await listener.aclose()
 
 
+@pytest.mark.parametrize("family", ["tcp", "tcp6", "unix"])
+async def test_accepted_sockets_are_what_socket_accept_would_give(
+    family: str, tmp_path: Any
+) -> None:
+    if family == "unix":
+        raw = socket.socket(socket.AF_UNIX)
+        raw.bind(str(tmp_path / "s"))
+        address: Any = str(tmp_path / "s")
+    else:
+        raw = socket.socket(socket.AF_INET6 if family == "tcp6" else socket.AF_INET)
+        raw.bind(("::1" if family == "tcp6" else "127.0.0.1", 0))
+        address = raw.getsockname()[:2]
+    raw.listen()
+    listener = SocketListener(raw)
+    client = socket.socket(raw.family)
+    client.connect(address)
+    server = await listener.accept()
+    assert (server.socket.family, server.socket.type, server.socket.proto) == (
+        raw.family,
+        raw.type,
+        raw.proto,
+    )
+    assert server.socket.getblocking() is False
+    assert server.socket.getsockname() == client.getpeername()
+    client.sendall(b"hello")
+    assert await server.receive_some() == b"hello"
+    server.close()
+    client.close()
+    await listener.aclose()
+
+
 async def test_closing_the_listener_wakes_accept() -> None:
     raw = socket.socket()
     raw.bind(("127.0.0.1", 0))
