@@ -319,6 +319,20 @@ class TestExpectContinue:
             # The client never sent the body it offered; the connection cannot be reused.
             await client.assert_closed()
 
+    async def test_a_body_sent_without_waiting_is_drained_and_the_connection_reused(
+        self, serve: Any
+    ) -> None:
+        # The client did not wait for 100 Continue: its body is on its way, so the
+        # server drains it rather than closing (as h11 decides).
+        async with serve(ok_app) as srv, connect(srv) as client:
+            head = request("POST", headers=[("Expect", "100-continue"), ("Content-Length", "5")])
+            await client.send(head + b"hello")
+            response = await client.read_response()
+            assert response.status == 200
+            assert response.header(b"connection") is None
+            await client.send(request(target="/after"))
+            assert (await client.read_response()).status == 200
+
 
 class TestResponseHeaders:
     async def test_server_and_date_by_default(self, serve: Any) -> None:

@@ -106,6 +106,19 @@ def was_entered(scope: trio.CancelScope) -> bool:
     return False
 
 
+async def run_until_waiting_then_expire(
+    connection: H1Connection, control: ConnectionControl
+) -> None:
+    """Run the connection until it waits for a request head, then end that wait as the
+    timeout sweep would."""
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(connection.run)
+            await trio.testing.wait_all_tasks_blocked()
+            assert control.idle
+            control.expire()
+
+
 async def test_a_request_that_arrives_with_its_connection_is_served_without_the_waiting_scope() -> (
     None
 ):
@@ -122,12 +135,7 @@ async def test_the_waiting_scope_is_entered_for_the_first_wait_and_ends_it() -> 
     control = ConnectionControl()
     connection, state, client = socket_connection(control)
     client.sendall(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
-            await trio.testing.wait_all_tasks_blocked()
-            assert control.idle  # answered, and now waiting for the next head
-            control.expire()
+    await run_until_waiting_then_expire(connection, control)
     assert client.recv(65536).endswith(b"\r\n\r\nhi")
     assert was_entered(control.waiting_scope)
     assert state.metrics is not None
@@ -138,11 +146,7 @@ async def test_a_head_begun_without_a_wait_and_cut_off_gets_408() -> None:
     control = ConnectionControl()
     connection, state, client = socket_connection(control)
     client.sendall(b"GET / HTTP/1.1\r\nhost: te")
-    with trio.fail_after(5):
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(connection.run)
-            await trio.testing.wait_all_tasks_blocked()
-            control.expire()
+    await run_until_waiting_then_expire(connection, control)
     assert client.recv(65536).startswith(b"HTTP/1.1 408 ")
     assert state.metrics is not None
     assert state.metrics.timeouts == {"request_head": 1}

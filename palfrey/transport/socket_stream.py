@@ -216,14 +216,8 @@ class SocketStream(trio.abc.HalfCloseableStream):
                         raise _stream_error(exc) from exc
             finally:
                 self._receiving = False
-        if self.skip_redundant_yields:
-            task = current_task()
-            if self._yielder is task:
-                self._yielder = None
-                return data
-            # Claimed before yielding, so that a call by any other task during the
-            # yield takes the claim away.
-            self._yielder = task
+        if self.skip_redundant_yields and self._skips_yield():
+            return data
         await cancel_shielded_checkpoint()
         return data
 
@@ -244,14 +238,22 @@ class SocketStream(trio.abc.HalfCloseableStream):
             return None
         except OSError as exc:
             raise _stream_error(exc) from exc
-        if self.skip_redundant_yields:
-            task = current_task()
-            if self._yielder is task:
-                self._yielder = None
-                return data
-            self._yielder = task
+        if self.skip_redundant_yields and self._skips_yield():
+            return data
         await cancel_shielded_checkpoint()
         return data
+
+    def _skips_yield(self) -> bool:
+        """Whether a read that found data may skip its yield (see the module docstring);
+        either way, records the read for the rule."""
+        task = current_task()
+        if self._yielder is task:
+            self._yielder = None
+            return True
+        # Claimed before yielding, so that a call by any other task during the
+        # yield takes the claim away.
+        self._yielder = task
+        return False
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         if self._send_refused:
