@@ -254,14 +254,25 @@ class Program:
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         env = {key: value for key, value in env.items() if not key.startswith("PALFREY_")}
         env["PYTHONPATH"] = os.pathsep.join([str(cwd), str(ROOT)])
-        process = subprocess.Popen(
-            [sys.executable, "-c", source],
-            cwd=cwd,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
+        # stop() is Ctrl+C. A suite run as a background job has SIGINT ignored (POSIX
+        # shells do that to asynchronous commands), which a child inherits, and Python
+        # then installs no KeyboardInterrupt handler. A handled signal is reset to its
+        # default in the child, so the suite handles it while the child starts.
+        ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        if ignored:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            process = subprocess.Popen(
+                [sys.executable, "-c", source],
+                cwd=cwd,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        finally:
+            if ignored:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
         program = cls(process)
         threading.Thread(
             target=_read_lines, args=(process.stdout, program.lines), daemon=True
